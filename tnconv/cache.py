@@ -1,0 +1,90 @@
+"""A bounded, thread-safe LRU cache used for every compiled artefact.
+
+Everything that depends only on (operation, spec, shapes, dtype, device, options)
+is kept in one of these caches, so a second call does no planning. The size is
+bounded so that a training run with changing input sizes cannot grow memory
+without limit.
+
+>>> cache = LRUCache(maxsize=2)
+>>> cache.get_or_create("a", lambda: 1)
+1
+>>> cache.get_or_create("a", lambda: 2)   # cached
+1
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Callable, Hashable, TypeVar
+
+from .errors import argument_error
+
+__all__ = ["LRUCache", "set_cache_size", "clear_caches", "cache_info"]
+
+T = TypeVar("T")
+DEFAULT_CACHE_SIZE = 256
+_REGISTRY: dict[str, "LRUCache"] = {}
+
+
+class LRUCache:
+    """Least-recently-used mapping with a lock; values are built at most once per key."""
+
+    def __init__(self, maxsize: int = DEFAULT_CACHE_SIZE, name: str | None = None) -> None:
+        self.maxsize = maxsize
+        self.hits = 0
+        self.misses = 0
+        self._data: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.RLock()
+        if name is not None:
+            _REGISTRY[name] = self
+
+    def get_or_create(self, key: Hashable, factory: Callable[[], T]) -> T:
+        """Return the value for `key`, building it with `factory()` on a miss."""
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                self.hits += 1
+                return self._data[key]  # type: ignore[return-value]
+            self.misses += 1
+            value = factory()
+            self._data[key] = value
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+            return value
+
+    def resize(self, maxsize: int) -> None:
+        with self._lock:
+            self.maxsize = maxsize
+            while len(self._data) > maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def set_cache_size(maxsize: int) -> None:
+    """Bound every tnconv cache to `maxsize` entries (least recently used evicted first)."""
+    if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
+        raise argument_error("set_cache_size", "maxsize", maxsize, "a positive int")
+    for cache in _REGISTRY.values():
+        cache.resize(maxsize)
+
+
+def clear_caches() -> None:
+    """Empty every tnconv cache."""
+    for cache in _REGISTRY.values():
+        cache.clear()
+
+
+def cache_info() -> dict[str, dict[str, int]]:
+    """Hits, misses, size and bound of every named cache."""
+    return {
+        name: {"hits": c.hits, "misses": c.misses, "size": len(c), "maxsize": c.maxsize}
+        for name, c in _REGISTRY.items()
+    }

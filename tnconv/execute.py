@@ -1,0 +1,112 @@
+"""Execution of an `EinsumProgram` on torch tensors.
+
+opt_einsum planned the contraction path at lowering time; here the plan becomes
+a list of pairwise `torch.einsum` calls on the caller's device and dtype.
+Steps whose operands are all constants run once when the plan is built, so the
+per-call work is only the steps that touch data. Plain torch calls (no
+opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
+
+>>> import torch
+>>> from tnconv.spec import ConvSpec
+>>> from tnconv.ops.convolution import forward_network
+>>> from tnconv.lower import lower
+>>> spec = ConvSpec(2, 3, kernel_size=3, input_size=(6, 6))
+>>> prog = lower(forward_network(spec, 1), ("input", "weight"), (1, 3, 4, 4))
+>>> plan = plan_for(prog, torch.device("cpu"), torch.float64)
+>>> x, w = torch.rand(1, 2, 6, 6, dtype=torch.float64), torch.rand(3, 2, 3, 3, dtype=torch.float64)
+>>> torch.allclose(plan(x, w), torch.nn.functional.conv2d(x, w))
+True
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .cache import LRUCache
+from .constants import to_torch
+from .lower import EinsumProgram
+
+__all__ = ["ExecutionPlan", "plan_for"]
+
+_PLANS = LRUCache(name="plans")
+
+
+@dataclass(frozen=True)
+class _Step:
+    inputs: tuple[int, ...]
+    equation: str
+
+
+def _local_equation(inputs: list[tuple[str, ...]], output: tuple[str, ...]) -> str:
+    names = sorted({i for legs in inputs for i in legs})
+    if len(names) > len(string.ascii_letters):
+        raise NotImplementedError(f"one contraction step has {len(names)} distinct indices")
+    letter = dict(zip(names, string.ascii_letters))
+    ins = ",".join("".join(letter[i] for i in legs) for legs in inputs)
+    return ins + "->" + "".join(letter[i] for i in output)
+
+
+class ExecutionPlan:
+    """A program bound to a device and dtype: constants built, constant steps done."""
+
+    def __init__(self, program: EinsumProgram, device: torch.device, dtype: torch.dtype) -> None:
+        self.program = program
+        self.argument_shapes = tuple(op.shape for op in program.arguments)
+        self.result_shape = program.result_shape
+        self.scale = program.scale
+        self._registers: list[Any] = [None] * len(self.argument_shapes)
+        self._steps: list[_Step] = []
+        self._build(device, dtype)
+
+    def _build(self, device: torch.device, dtype: torch.dtype) -> None:
+        prog = self.program
+        live = []  # (register, indices, is_constant) in opt_einsum's operand order
+        for pos, op in enumerate(prog.operands):
+            if op.is_constant:
+                self._registers.append(to_torch(op.value, device, dtype))
+                live.append((len(self._registers) - 1, op.indices, True))
+            else:
+                live.append((pos, op.indices, False))
+        for step_no, contract in enumerate(prog.path):
+            taken = [live.pop(p) for p in sorted(contract, reverse=True)]
+            rest = {i for _, legs, _ in live for i in legs} | set(prog.output_indices)
+            if step_no == len(prog.path) - 1:
+                out = prog.output_indices
+            else:
+                seen = dict.fromkeys(i for _, legs, _ in taken for i in legs)
+                out = tuple(i for i in seen if i in rest)
+            equation = _local_equation([legs for _, legs, _ in taken], out)
+            registers = tuple(r for r, _, _ in taken)
+            constant = all(c for _, _, c in taken)
+            self._registers.append(
+                torch.einsum(equation, *[self._registers[r] for r in registers])
+                if constant else None)
+            if not constant:
+                self._steps.append(_Step(registers, equation))
+            live.append((len(self._registers) - 1, out, constant))
+        self._step_outputs = [
+            len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
+        self._data_step_outputs = [
+            reg for reg in self._step_outputs if self._registers[reg] is None]
+
+    def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
+        registers = list(self._registers)
+        for pos, (arg, shape) in enumerate(zip(arguments, self.argument_shapes)):
+            registers[pos] = arg.reshape(shape)
+        for step, out in zip(self._steps, self._data_step_outputs):
+            registers[out] = torch.einsum(step.equation, *[registers[r] for r in step.inputs])
+        result = registers[-1]
+        if self.scale != 1:
+            result = result * self.scale
+        return result.reshape(self.result_shape)
+
+
+def plan_for(program: EinsumProgram, device: Any, dtype: torch.dtype) -> ExecutionPlan:
+    """The cached `ExecutionPlan` of `program` on `device` / `dtype`."""
+    device = torch.device(device)
+    return _PLANS.get_or_create((program, str(device), dtype),
+                                lambda: ExecutionPlan(program, device, dtype))

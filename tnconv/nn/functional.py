@@ -1,0 +1,77 @@
+"""The torch front-end: functions with torch's argument names and order.
+
+>>> import torch, tnconv
+>>> x, w = torch.rand(2, 3, 9, 9), torch.rand(4, 3, 3, 3)
+>>> tnconv.conv(x, w, padding="same", padding_mode="reflect").shape
+torch.Size([2, 4, 9, 9])
+>>> tnconv.unfold(x, kernel_size=3, stride=2).shape
+torch.Size([2, 27, 16])
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..compiler import compile
+from ..errors import argument_error
+from ..spec import ConvSpec, error_context
+from ._arguments import batched, require_tensor, spatial_ndim
+
+__all__ = ["conv", "unfold"]
+
+
+def _add_bias(y: torch.Tensor, bias: Optional[torch.Tensor], channels: int, op: str) -> torch.Tensor:
+    if bias is None:
+        return y
+    require_tensor(op, "bias", bias)
+    if tuple(bias.shape) != (channels,):
+        raise argument_error(op, "bias", f"tensor of shape {tuple(bias.shape)}",
+                             f"shape ({channels},)")
+    return y + bias.view(1, channels, *([1] * (y.dim() - 2)))
+
+
+def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+         stride=1, padding=0, dilation=1, groups: int = 1, padding_mode: str = "zeros",
+         *, strategy: str = "auto") -> torch.Tensor:
+    """N-d convolution, as `torch.nn.functional.conv{1,2,3}d` for any N ≥ 1.
+
+    `x` is [N, C_in, *spatial] (or unbatched [C_in, *spatial]), `weight`
+    [C_out, C_in/groups, *kernel]. `padding` may be an int, a tuple, explicit
+    (left, right) pairs, 'same' or 'valid'; `padding_mode` is one of 'zeros',
+    'circular', 'reflect', 'replicate' (as the Conv modules).
+    """
+    op = "tnconv.conv"
+    with error_context(op):
+        weight = require_tensor(op, "weight", weight)
+        ndim = spatial_ndim(op, "weight", weight)
+        x, unbatched = batched(x, ndim, op, "x")
+        if x.shape[1] != weight.shape[1] * (groups if isinstance(groups, int) else 1):
+            raise argument_error(op, "weight", f"tensor of shape {tuple(weight.shape)}",
+                                 f"shape [C_out, C_in/groups, *kernel] with C_in={x.shape[1]}, "
+                                 f"groups={groups}")
+        spec = ConvSpec(x.shape[1], weight.shape[0], tuple(weight.shape[2:]), tuple(x.shape[2:]),
+                        stride=stride, padding=padding, dilation=dilation, groups=groups,
+                        padding_mode=padding_mode)
+        y = compile("forward", spec, strategy=strategy)(x, weight)
+        y = _add_bias(y, bias, spec.out_channels, op)
+    return y.squeeze(0) if unbatched else y
+
+
+def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
+           padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
+    """Unfolded input (im2col) of any N: [N, C·∏K, ∏O], `torch.nn.functional.unfold`'s layout.
+
+    `x` is [N, C, *spatial]; the number of spatial dimensions is read from `x`.
+    """
+    op = "tnconv.unfold"
+    with error_context(op):
+        x = require_tensor(op, "x", x)
+        ndim = spatial_ndim(op, "x", x)
+        spec = ConvSpec(x.shape[1], x.shape[1], kernel_size, tuple(x.shape[2:]), stride=stride,
+                        padding=padding, dilation=dilation, padding_mode=padding_mode)
+        if spec.ndim != ndim:
+            raise argument_error(op, "kernel_size", kernel_size,
+                                 f"an int or a tuple of {ndim} ints for a {ndim}d input")
+        return compile("unfold", spec, strategy=strategy)(x)

@@ -1,0 +1,68 @@
+"""`Operation`: what `tnconv.compile` needs to know about one named operation.
+
+An operation is a builder (spec, batch size, options) -> `Network`, the data
+roles it takes as arguments (in call order), the user-facing shapes of those
+arguments and of its result, and optionally a native torch route for
+`strategy="auto"`.
+
+>>> from tnconv.ops import get_operation
+>>> get_operation("forward").arguments
+('input', 'weight')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from ..errors import argument_error
+from ..network import Network
+
+
+__all__ = ["Operation", "register", "get_operation", "OPERATIONS"]
+
+Shapes = tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A named operation around a convolution."""
+
+    name: str
+    build: Callable[..., Network]
+    arguments: tuple[str, ...]
+    argument_shapes: Callable[..., Shapes]
+    result_shape: Callable[..., tuple[int, ...]]
+    description: str
+    defaults: tuple[tuple[str, Any], ...] = ()
+    batch_argument: int = 0
+    native: Optional[Callable[..., Any]] = None
+
+    def options(self, given: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+        """Merge `given` into the defaults; reject unknown names. Sorted and hashable."""
+        merged = dict(self.defaults)
+        for key, value in given.items():
+            if key not in merged:
+                allowed = ", ".join(sorted(merged)) or "none"
+                raise argument_error(f"compile({self.name!r})", key, value,
+                                     f"these options: {allowed}")
+            merged[key] = value
+        return tuple(sorted(merged.items()))
+
+
+OPERATIONS: dict[str, Operation] = {}
+
+
+def register(operation: Operation) -> Operation:
+    OPERATIONS[operation.name] = operation
+    return operation
+
+
+def get_operation(name: str) -> Operation:
+    """The operation registered under `name`, or a `TNConvError` listing the known ones."""
+    if name not in OPERATIONS:
+        raise argument_error("compile", "op", name,
+                             ", ".join(repr(n) for n in sorted(OPERATIONS)))
+    return OPERATIONS[name]
+
+
