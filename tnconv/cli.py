@@ -5,7 +5,8 @@
     tnconv explain forward --conv "in_channels=3, out_channels=8, kernel_size=3, padding=1" \\
         --input-shape 2,3,32,32
 
->>> main(["explain", "--example", "tiny"])
+>>> main(["explain", "--example", "tiny"])  # doctest: +ELLIPSIS
+operation forward: ...
 0
 """
 

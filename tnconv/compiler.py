@@ -7,7 +7,7 @@
 >>> fwd(x, w).shape
 torch.Size([2, 4, 8, 8])
 >>> print(fwd.program.equation)
-abcde,bfcgh,gie,hjd->abfij
+abcef,bdcgh,gie,hjf->abdij
 """
 
 from __future__ import annotations

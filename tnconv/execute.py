@@ -55,7 +55,9 @@ class ExecutionPlan:
 
     def __init__(self, program: EinsumProgram, device: torch.device, dtype: torch.dtype) -> None:
         self.program = program
+        roles = program.roles
         self.argument_shapes = tuple(op.shape for op in program.arguments)
+        self.argument_of = tuple(roles.index(op.role) for op in program.arguments)
         self.result_shape = program.result_shape
         self.scale = program.scale
         self._registers: list[Any] = [None] * len(self.argument_shapes)
@@ -95,8 +97,8 @@ class ExecutionPlan:
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         registers = list(self._registers)
-        for pos, (arg, shape) in enumerate(zip(arguments, self.argument_shapes)):
-            registers[pos] = arg.reshape(shape)
+        for pos, (which, shape) in enumerate(zip(self.argument_of, self.argument_shapes)):
+            registers[pos] = arguments[which].reshape(shape)
         for step, out in zip(self._steps, self._data_step_outputs):
             registers[out] = torch.einsum(step.equation, *[registers[r] for r in step.inputs])
         result = registers[-1]

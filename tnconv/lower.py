@@ -11,7 +11,7 @@ largest-intermediate estimates, and the reshape to the user-facing result.
 >>> spec = ConvSpec(2, 3, kernel_size=3, input_size=(6, 6))
 >>> prog = lower(forward_network(spec, 1), ("input", "weight"), (1, 3, 4, 4))
 >>> prog.equation
-'abcde,bfcgh,gie,hjd->abfij'
+'abcef,bdcgh,gie,hjf->abdij'
 >>> [op.role for op in prog.operands]
 ['input', 'weight', 'pattern', 'pattern']
 """
@@ -61,7 +61,13 @@ class EinsumProgram:
 
     @property
     def arguments(self) -> tuple[Operand, ...]:
+        """The data operands (a caller's argument may feed several of them)."""
         return tuple(op for op in self.operands if not op.is_constant)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The caller's arguments, in call order (each role once)."""
+        return tuple(dict.fromkeys(op.role for op in self.arguments))
 
     @property
     def constants(self) -> tuple[Operand, ...]:
@@ -84,8 +90,13 @@ class EinsumProgram:
 
 
 def _ordered_tensors(net: Network, arguments: tuple[str, ...]) -> list[Tensor]:
-    data = [net.with_role(role) for role in arguments]
-    return data + list(net.constant_tensors)
+    """Data tensors in argument order (a role may appear on several tensors), then constants."""
+    data = net.data_tensors
+    unknown = [t.name for t in data if t.role not in arguments]
+    if unknown:
+        raise ValueError(f"tensors {unknown} have roles outside the arguments {arguments}")
+    ordered = [t for role in arguments for t in data if t.role == role]
+    return ordered + list(net.constant_tensors)
 
 
 def plan_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]]):

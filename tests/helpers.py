@@ -1,0 +1,23 @@
+"""Helpers for the tests: the device switch and float64 comparisons."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+#: Device the tests run on; set TNCONV_TEST_DEVICE=cuda on a GPU machine.
+DEVICE = torch.device(os.environ.get("TNCONV_TEST_DEVICE", "cpu"))
+
+
+def rand(*shape: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Random tensor (float64 by default) on the test device."""
+    return torch.randn(*shape, dtype=dtype, device=DEVICE)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-12) -> None:
+    """Relative error (max-norm) at most `rtol`, with identical shapes."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = expected.abs().max().clamp_min(1e-300)
+    err = ((actual - expected).abs().max() / scale).item()
+    assert err <= rtol, f"relative error {err:.3e} > {rtol:.0e}"
