@@ -72,6 +72,10 @@ class Compiled:
 
         return self._programs.get_or_create(batch_size, build)
 
+    def export_program(self, batch_size: int | None = None) -> EinsumProgram:
+        """The program as a plain einsum (every operand a dense array), for export."""
+        return self.program_for(self.batch_size if batch_size is None else batch_size)
+
     @property
     def program(self) -> EinsumProgram:
         return self.program_for(self.batch_size)

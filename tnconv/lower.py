@@ -99,11 +99,43 @@ def _ordered_tensors(net: Network, arguments: tuple[str, ...]) -> list[Tensor]:
     return ordered + list(net.constant_tensors)
 
 
+def _reduce_dangling(inputs: list[str], output: str, shapes: list[tuple[int, ...]]):
+    """Sum out, tensor by tensor, the indices no other tensor and not the output carries.
+
+    Returns the single-operand path steps (in opt_einsum's pop-and-append
+    convention), the remaining operands and shapes, and the FLOPs spent. On
+    constants (e.g. Σ_o Π in KFAC-reduce) these steps run once per plan.
+    """
+    count: dict[str, int] = {}
+    for term in inputs + [output]:
+        for s in set(term):
+            count[s] = count.get(s, 0) + 1
+    terms, dims = list(inputs), list(shapes)
+    steps, flops = [], 0
+    for term, shape in zip(inputs, shapes):
+        kept = [(s, d) for s, d in zip(term, shape) if count[s] > 1]
+        if len(kept) == len(term):
+            continue
+        pos = terms.index(term)
+        steps.append((pos,))
+        flops += prod(shape)
+        del terms[pos], dims[pos]
+        terms.append("".join(s for s, _ in kept))
+        dims.append(tuple(d for _, d in kept))
+    return steps, terms, dims, flops
+
+
 def plan_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]]):
-    """opt_einsum's path and PathInfo for an equation given as lists of symbol strings."""
-    equation = ",".join(inputs) + "->" + output
-    optimize = "optimal" if len(inputs) <= 4 else "auto-hq"
-    return opt_einsum.contract_path(equation, *shapes, shapes=True, optimize=optimize)
+    """Contraction path (dangling sums first, then opt_einsum's plan), FLOPs, largest intermediate."""
+    steps, terms, dims, flops = _reduce_dangling(inputs, output, shapes)
+    largest = max(prod(d) for d in dims[len(dims) - len(steps):]) if steps else 0
+    if len(terms) == 1:
+        return steps + [(0,)], flops + prod(dims[0]), max(largest, prod(dims[0]))
+    optimize = "optimal" if len(terms) <= 4 else "auto-hq"
+    path, info = opt_einsum.contract_path(
+        ",".join(terms) + "->" + output, *dims, shapes=True, optimize=optimize)
+    return (steps + [tuple(p) for p in path], flops + int(info.opt_cost),
+            max(largest, int(info.largest_intermediate)))
 
 
 def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...]) -> EinsumProgram:
@@ -113,11 +145,7 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
     inputs = ["".join(symbols[i] for i in t.indices) for t in tensors]
     output = "".join(symbols[i] for i in net.output)
     shapes = [net.shape_of(t) for t in tensors]
-    if len(tensors) == 1:
-        path, flops, largest = [(0,)], prod(shapes[0]), prod(net.output_shape)
-    else:
-        path, info = plan_path(inputs, output, shapes)
-        flops, largest = int(info.opt_cost), int(info.largest_intermediate)
+    path, flops, largest = plan_path(inputs, output, shapes)
     operands = tuple(
         Operand(t.name, t.role, t.indices, shape, t.value if t.is_constant else None)
         for t, shape in zip(tensors, shapes))
