@@ -30,7 +30,10 @@ def error_context(operation: str) -> Iterator[None]:
     try:
         yield
     except TNConvError as err:
-        raise TNConvError(f"{operation}: {err}") from None
+        message = str(err)
+        if message.startswith(f"{operation}:"):
+            raise
+        raise TNConvError(f"{operation}: {message}") from None
 
 
 def _is_int(value: Any) -> bool:

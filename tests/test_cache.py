@@ -1,0 +1,89 @@
+"""Caching: a second call reuses the compiled program; caches are bounded and thread-safe."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+import tnconv
+from tnconv import execute, lower
+from tnconv.cache import LRUCache
+from tests.helpers import assert_close, rand
+
+
+def test_second_conv_call_reuses_program(monkeypatch):
+    calls = {"lower": 0, "plan": 0}
+    real_lower, real_plan = lower.lower, execute.ExecutionPlan.__init__
+
+    def counting_lower(*args, **kwargs):
+        calls["lower"] += 1
+        return real_lower(*args, **kwargs)
+
+    def counting_plan(self, *args, **kwargs):
+        calls["plan"] += 1
+        real_plan(self, *args, **kwargs)
+
+    monkeypatch.setattr("tnconv.compiler.lower", counting_lower)
+    monkeypatch.setattr(execute.ExecutionPlan, "__init__", counting_plan)
+    tnconv.clear_caches()
+    x, w = rand(2, 3, 9, 9), rand(4, 3, 3, 3)
+    first = tnconv.conv(x, w, padding=2, dilation=2, strategy="tn")
+    assert calls == {"lower": 1, "plan": 1}
+    second = tnconv.conv(rand(2, 3, 9, 9), rand(4, 3, 3, 3), padding=2, dilation=2, strategy="tn")
+    assert calls == {"lower": 1, "plan": 1}
+    assert first.shape == second.shape
+    tnconv.conv(rand(5, 3, 9, 9), w, padding=2, dilation=2, strategy="tn")  # new batch size
+    assert calls == {"lower": 2, "plan": 2}
+
+
+def test_compile_returns_cached_object():
+    spec = tnconv.ConvSpec(2, 2, kernel_size=3, input_size=(5,))
+    assert tnconv.compile("unfold", spec) is tnconv.compile("unfold", spec)
+    assert tnconv.compile("unfold", spec) is not tnconv.compile("unfold", spec, strategy="tn")
+
+
+def test_lru_cache_is_bounded():
+    cache = LRUCache(maxsize=2)
+    for key in range(5):
+        cache.get_or_create(key, lambda key=key: key * 10)
+    assert len(cache) == 2
+    assert cache.get_or_create(4, lambda: -1) == 40  # most recent kept
+    assert cache.get_or_create(0, lambda: -1) == -1  # oldest evicted
+
+
+def test_set_cache_size_bounds_registered_caches():
+    try:
+        tnconv.set_cache_size(3)
+        for size in range(5, 12):
+            tnconv.unfold(rand(1, 1, size), 2, strategy="tn")
+        assert all(info["size"] <= 3 for info in tnconv.cache_info().values())
+    finally:
+        tnconv.set_cache_size(256)
+    with pytest.raises(tnconv.TNConvError, match="'maxsize'"):
+        tnconv.set_cache_size(0)
+
+
+def test_threads_share_one_compiled_program():
+    tnconv.clear_caches()
+    x, w = rand(2, 3, 8, 8), rand(4, 3, 3, 3)
+    expected = torch.nn.functional.conv2d(x, w, padding=1)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(tnconv.conv(x, w, padding=1, strategy="tn"))
+        except Exception as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for r in results:
+        assert_close(r, expected)
+    assert tnconv.cache_info()["plans"]["misses"] == 1
