@@ -6,8 +6,10 @@
 >>> x, w = torch.rand(2, 3, 8, 8), torch.rand(4, 3, 3, 3)
 >>> fwd(x, w).shape
 torch.Size([2, 4, 8, 8])
->>> print(fwd.program.equation)
+>>> print(tnconv.compile("forward", spec, rewrite=False).program.equation)  # as built
 abcef,bdcgh,gie,hjf->abdij
+>>> [step.rule for step in fwd.rewrite_result().steps]  # what the rewrites did
+['squeeze_size_one', 'squeeze_size_one', 'selection_lowering']
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from typing import Any
 import torch
 
 from .cache import LRUCache
+from .cost import program_cost
 from .errors import TNConvError, argument_error
 from .execute import ExecutionPlan, plan_for
 from .lower import EinsumProgram, lower
 from .network import Network
 from .ops import Operation, get_operation
+from .rewrite import EXPORT_RULES, RewriteResult, rewrite
 from .spec import ConvSpec
 
 __all__ = ["Compiled", "compile", "STRATEGIES"]
@@ -48,6 +52,8 @@ class Compiled:
         self.rewrite = rewrite
         self.batch_size = batch_size
         self._programs = LRUCache(maxsize=16)
+        self._rewrites = LRUCache(maxsize=16)
+        self._exports = LRUCache(maxsize=16)
         self._plans: dict[tuple, ExecutionPlan] = {}
         self._lock = threading.Lock()
 
@@ -61,9 +67,16 @@ class Compiled:
         batch = self.batch_size if batch_size is None else batch_size
         return self.operation.build(self.spec, batch, **self.options)
 
+    def rewrite_result(self, batch_size: int | None = None) -> RewriteResult:
+        """The rewrite of the builder's network: result and steps, cached per batch size."""
+        batch = self.batch_size if batch_size is None else batch_size
+        return self._rewrites.get_or_create(batch, lambda: rewrite(self.input_network(batch)))
+
     def network(self, batch_size: int | None = None) -> Network:
         """The network that is lowered (after the rewrites, when enabled)."""
-        return self.input_network(batch_size)
+        if not self.rewrite:
+            return self.input_network(batch_size)
+        return self.rewrite_result(batch_size).network
 
     def program_for(self, batch_size: int) -> EinsumProgram:
         def build() -> EinsumProgram:
@@ -73,8 +86,20 @@ class Compiled:
         return self._programs.get_or_create(batch_size, build)
 
     def export_program(self, batch_size: int | None = None) -> EinsumProgram:
-        """The program as a plain einsum (every operand a dense array), for export."""
-        return self.program_for(self.batch_size if batch_size is None else batch_size)
+        """The program as a plain einsum (every operand a dense array, no data views), for export.
+
+        With rewrites on, only the rules that introduce no views run (`EXPORT_RULES`).
+        """
+        batch = self.batch_size if batch_size is None else batch_size
+
+        def build() -> EinsumProgram:
+            net = self.input_network(batch)
+            if self.rewrite:
+                net = rewrite(net, EXPORT_RULES).network
+            result = self.operation.result_shape(self.spec, batch, **self.options)
+            return lower(net, self.operation.arguments, result)
+
+        return self._exports.get_or_create(batch, build)
 
     @property
     def program(self) -> EinsumProgram:
@@ -118,18 +143,44 @@ class Compiled:
 
     # ---------------------------------------------------------- reporting
     def explain(self) -> str:
-        """Spec, network, equation, path and costs, as text."""
+        """Spec, the rules that fired (cost before and after), network, equation, path and costs."""
         net = self.network()
+        if self.rewrite:
+            steps = self.rewrite_result()
+            rewrites = [f"rewrites ({len(steps.steps)} steps):", steps.describe()]
+        else:
+            rewrites = ["rewrites: off (rewrite=False)"]
         lines = [
             f"operation {self.operation.name}: {self.operation.description}",
             f"spec      {self.spec}",
             f"options   {self.options or '{}'}  strategy={self.strategy!r} "
             f"rewrite={self.rewrite}  batch_size={self.batch_size}",
+            *rewrites,
             "network (before lowering):",
             net.describe(),
             self.program.describe(),
+            f"cost     {program_cost(self.program).describe()}",
         ]
         return "\n".join(lines)
+
+    # ------------------------------------------------- diagrams and export
+    def to_dot(self, stage: str = "rewritten") -> str:
+        """Graphviz DOT source of the network at `stage` ("input" or "rewritten")."""
+        from .render import stage_network, to_dot
+
+        return to_dot(stage_network(self, stage))
+
+    def render(self, path: Any, stage: str = "rewritten") -> Any:
+        """Draw the network at `stage` to `path` (SVG or PNG, from the suffix); returns the path."""
+        from .render import render, stage_network
+
+        return render(stage_network(self, stage), path)
+
+    def to_einsum(self, batch_size: int | None = None) -> Any:
+        """The program as a framework-free `ExportedEinsum` (numpy constants, no torch)."""
+        from .export import from_compiled
+
+        return from_compiled(self, batch_size)
 
     def __repr__(self) -> str:
         return f"Compiled({self.operation.name!r}, {self.spec})"

@@ -58,6 +58,7 @@ class ExecutionPlan:
         roles = program.roles
         self.argument_shapes = tuple(op.shape for op in program.arguments)
         self.argument_of = tuple(roles.index(op.role) for op in program.arguments)
+        self.argument_views = tuple(op.view for op in program.arguments)
         self.result_shape = program.result_shape
         self.scale = program.scale
         self._registers: list[Any] = [None] * len(self.argument_shapes)
@@ -94,17 +95,22 @@ class ExecutionPlan:
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
         self._data_step_outputs = [
             reg for reg in self._step_outputs if self._registers[reg] is None]
+        # Only permutations / sums of (views of) arguments: the result may alias an argument.
+        self._may_alias = self.scale == 1 and all(len(s.inputs) == 1 for s in self._steps)
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         registers = list(self._registers)
-        for pos, (which, shape) in enumerate(zip(self.argument_of, self.argument_shapes)):
-            registers[pos] = arguments[which].reshape(shape)
+        for pos, (which, shape, view) in enumerate(
+                zip(self.argument_of, self.argument_shapes, self.argument_views)):
+            argument = arguments[which]
+            registers[pos] = argument.reshape(shape) if view is None else view.apply_torch(argument)
         for step, out in zip(self._steps, self._data_step_outputs):
             registers[out] = torch.einsum(step.equation, *[registers[r] for r in step.inputs])
         result = registers[-1]
         if self.scale != 1:
             result = result * self.scale
-        return result.reshape(self.result_shape)
+        result = result.reshape(self.result_shape)
+        return result.clone() if self._may_alias else result
 
 
 def plan_for(program: EinsumProgram, device: Any, dtype: torch.dtype) -> ExecutionPlan:

@@ -31,13 +31,18 @@ __all__ = ["Operand", "EinsumProgram", "lower", "plan_path"]
 
 @dataclass(frozen=True)
 class Operand:
-    """One operand of the einsum: its role, legs, shape and (for constants) symbolic value."""
+    """One operand of the einsum: its role, legs, shape and (for constants) symbolic value.
+
+    A data operand with a `view` (`tnconv.views.View`) is the caller's argument
+    reshaped to the view's base shape and viewed; `shape` is the view's shape.
+    """
 
     name: str
     role: str
     indices: tuple[str, ...]
     shape: tuple[int, ...]
     value: Optional[Hashable] = None
+    view: Optional[Hashable] = None
 
     @property
     def is_constant(self) -> bool:
@@ -147,7 +152,8 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
     shapes = [net.shape_of(t) for t in tensors]
     path, flops, largest = plan_path(inputs, output, shapes)
     operands = tuple(
-        Operand(t.name, t.role, t.indices, shape, t.value if t.is_constant else None)
+        Operand(t.name, t.role, t.indices, shape, t.value if t.is_constant else None,
+                None if t.is_constant else t.view)
         for t, shape in zip(tensors, shapes))
     if prod(net.output_shape) != prod(result_shape):
         raise ValueError(f"result shape {result_shape} does not fit output {net.output_shape}")

@@ -36,12 +36,18 @@ CONSTANT_ROLES = ("pattern", "constant")
 
 @dataclass(frozen=True)
 class Tensor:
-    """One node: a name unique in its network, its legs, its role and (for constants) its value."""
+    """One node: a name unique in its network, its legs, its role and (for constants) its value.
+
+    A data tensor may carry a `view` (a `tnconv.views.View`): the caller's
+    argument is reshaped to the view's base shape and the view's steps are
+    applied before the contraction; `indices` are then the legs of the view.
+    """
 
     name: str
     indices: tuple[str, ...]
     role: str
     value: Optional[Hashable] = None
+    view: Optional[Hashable] = None
 
     @property
     def is_constant(self) -> bool:
@@ -156,6 +162,9 @@ class Network:
         if t.is_constant and expected is not None and tuple(expected) != self.shape_of(t):
             raise TNConvError(f"network {self.name!r}: constant {t.name!r} has shape "
                               f"{tuple(expected)} but its indices have sizes {self.shape_of(t)}")
+        if t.view is not None and tuple(t.view.shape) != self.shape_of(t):
+            raise TNConvError(f"network {self.name!r}: view of {t.name!r} has shape "
+                              f"{tuple(t.view.shape)} but its indices have sizes {self.shape_of(t)}")
 
     # ------------------------------------------------------------- views
     def to_networkx(self) -> Any:
@@ -185,6 +194,7 @@ class Network:
         for t in self.tensors:
             legs = ", ".join(f"{i}={self.size_map[i]}" for i in t.indices)
             extra = f"  [{t.value.describe()}]" if hasattr(t.value, "describe") else ""
+            extra += f"  [view: {t.view.describe()}]" if t.view is not None else ""
             lines.append(f"  {t.name:<8} {t.role:<14} ({legs}){extra}")
         out = ", ".join(f"{i}={self.size_map[i]}" for i in self.output)
         lines.append(f"  output   ({out})" + (f"  × {self.scale:g}" if self.scale != 1 else ""))

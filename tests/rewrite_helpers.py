@@ -1,0 +1,46 @@
+"""Shared helpers of the rewrite tests: build an operation's network, evaluate any network."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.helpers import DEVICE, rand
+from tests.references import conv_nd, unfold_nd
+from tnconv.execute import plan_for
+from tnconv.lower import lower
+from tnconv.network import Network
+from tnconv.ops import get_operation
+from tnconv.spec import ConvSpec
+
+
+def case(op: str, batch: int = 2, **spec: object) -> tuple[Network, ConvSpec, list[torch.Tensor]]:
+    """The builder's network of `op` on the spec, and random float64 arguments."""
+    conv = ConvSpec(**spec)  # type: ignore[arg-type]
+    operation = get_operation(op)
+    options = dict(operation.defaults)
+    net = operation.build(conv, batch, **options)
+    args = [rand(*shape) for shape in operation.argument_shapes(conv, batch, **options)]
+    return net, conv, args
+
+
+def value(net: Network, op: str, args: list[torch.Tensor]) -> torch.Tensor:
+    """Contract `net` on `args` (the operation's arguments), in the network's output layout."""
+    program = lower(net, get_operation(op).arguments, net.output_shape)
+    return plan_for(program, DEVICE, torch.float64)(*args)
+
+
+def reference(op: str, spec: ConvSpec, args: list[torch.Tensor]) -> torch.Tensor:
+    """Independent result of forward / unfold (non-transposed) from tests.references."""
+    pairs, mode = spec.padding, spec.padding_mode
+    if op == "forward":
+        return conv_nd(args[0], args[1], spec.stride, pairs, spec.dilation, spec.groups, mode)
+    return unfold_nd(args[0], spec.kernel_size, spec.stride, pairs, spec.dilation, mode)
+
+
+def same_value(before: Network, after: Network, op: str, args: list[torch.Tensor]) -> None:
+    """Both networks give the same numbers (float64, relative 1e-12), in row-major order."""
+    from tests.helpers import assert_close
+
+    a = value(before, op, args).reshape(-1)
+    b = value(after, op, args).reshape(-1)
+    assert_close(b, a)

@@ -1,0 +1,132 @@
+"""Every rewrite rule: fires where its precondition holds and nowhere else; same value
+(float64, against the unrewritten network and an independent reference); a fixed point
+is reached (applying the rule again changes nothing); the cost does not grow."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import assert_close
+from tests.rewrite_helpers import case, reference, same_value, value
+from tnconv.cost import network_cost
+from tnconv.passes import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
+                           merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
+                           selection_lowering, squeeze_size_one)
+from tnconv.passes.fusion import FusedConstant
+from tnconv.rewrite import rewrite
+
+C = dict(in_channels=2, out_channels=4)
+
+FIRES = [
+    (non_overlapping_patches, "forward", dict(kernel_size=2, stride=2, input_size=(8,))),
+    (non_overlapping_patches, "unfold", dict(kernel_size=16, stride=16, input_size=(32, 48))),
+    (non_overlapping_patches, "forward", dict(kernel_size=3, stride=3, input_size=(11,))),
+    (non_overlapping_patches, "unfold", dict(kernel_size=2, stride=2, input_size=(7,),
+                                             padding=((1, 0),))),
+    (non_overlapping_patches, "forward", dict(kernel_size=2, stride=2, input_size=(5,),
+                                              transposed=True)),
+    (non_overlapping_patches, "unfold", dict(kernel_size=(2, 3), stride=(2, 1),
+                                             input_size=(8, 6))),
+    (downsampling, "forward", dict(kernel_size=2, stride=4, input_size=(64,))),
+    (downsampling, "unfold", dict(kernel_size=3, stride=5, input_size=(41, 40), padding=1)),
+    (full_extent_kernel, "forward", dict(kernel_size=5, stride=3, input_size=(5,))),
+    (full_extent_kernel, "unfold", dict(kernel_size=6, input_size=(5, 5), padding=((1, 0), (0, 1)),
+                                        padding_mode="replicate")),
+    (full_extent_kernel, "forward", dict(kernel_size=3, dilation=2, input_size=(5, 8))),
+    (one_by_one_kernel, "forward", dict(kernel_size=1, stride=2, input_size=(7, 7))),
+    (one_by_one_kernel, "unfold", dict(kernel_size=1, stride=3, padding=1, input_size=(8,))),
+    (identity_pruning, "forward", dict(kernel_size=1, input_size=(5, 3))),
+    (squeeze_size_one, "forward", dict(kernel_size=3, input_size=(6,))),
+    (merge_parallel_legs, "unfold", dict(kernel_size=3, input_size=(6,), groups=2)),
+    (selection_lowering, "forward", dict(kernel_size=3, padding=1, input_size=(9,))),
+    (selection_lowering, "unfold", dict(kernel_size=4, padding="same", input_size=(9, 9))),
+    (selection_lowering, "forward", dict(kernel_size=3, stride=2, dilation=2, padding=2,
+                                         padding_mode="reflect", input_size=(11,))),
+    (selection_lowering, "unfold", dict(kernel_size=3, padding=2, padding_mode="circular",
+                                        input_size=(6,))),
+    (selection_lowering, "forward", dict(kernel_size=10, stride=5, input_size=(16000,))),
+]
+
+NEVER = [
+    (non_overlapping_patches, "forward", dict(kernel_size=3, stride=2, input_size=(9,))),
+    (non_overlapping_patches, "forward", dict(kernel_size=2, stride=2, dilation=2,
+                                              input_size=(9,))),
+    (non_overlapping_patches, "forward", dict(kernel_size=4, stride=4, input_size=(4,))),
+    (non_overlapping_patches, "forward", dict(kernel_size=2, stride=2, input_size=(5,),
+                                              padding=1, transposed=True)),
+    (downsampling, "forward", dict(kernel_size=2, stride=2, input_size=(8,))),
+    (downsampling, "forward", dict(kernel_size=3, stride=2, input_size=(9,))),
+    (downsampling, "forward", dict(kernel_size=1, stride=3, input_size=(9,))),
+    (downsampling, "forward", dict(kernel_size=2, stride=4, dilation=2, input_size=(16,))),
+    (full_extent_kernel, "forward", dict(kernel_size=5, input_size=(6,))),
+    (full_extent_kernel, "forward", dict(kernel_size=1, input_size=(1,))),
+    (one_by_one_kernel, "forward", dict(kernel_size=1, input_size=(7,))),
+    (one_by_one_kernel, "forward", dict(kernel_size=3, stride=2, input_size=(7,))),
+    (identity_pruning, "forward", dict(kernel_size=1, stride=2, input_size=(7,))),
+    (identity_pruning, "forward", dict(kernel_size=1, padding=1, input_size=(7,))),
+    (squeeze_size_one, "forward", dict(kernel_size=1, stride=2, input_size=(7,), groups=2,
+                                       in_channels=4)),
+    (merge_parallel_legs, "forward", dict(kernel_size=3, input_size=(6,), groups=2)),
+    (selection_lowering, "forward", dict(kernel_size=3, stride=2, input_size=(5,),
+                                         transposed=True)),
+    (constant_fusion, "forward", dict(kernel_size=3, input_size=(6, 5))),
+]
+
+
+def _check_reference(op: str, spec, args, result) -> None:
+    if not spec.transposed:
+        assert_close(result.reshape(-1), reference(op, spec, args).reshape(-1))
+
+
+@pytest.mark.parametrize("rule, op, spec", FIRES, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_rule_fires_keeps_value_and_cost(rule, op, spec):
+    batch = 1 if rule is squeeze_size_one else 2  # a batch of one is a size-1 index
+    net, conv, args = case(op, batch=batch, **{**C, **spec})
+    once = rule(net)
+    assert once is not None and once != net
+    assert network_cost(once).not_worse_than(network_cost(net))
+    result = rewrite(net, rules=[rule])
+    fixed = result.network
+    assert result.steps and all(s.after.not_worse_than(s.before) for s in result.steps)
+    assert rewrite(fixed, rules=[rule]).steps == ()
+    if conv.input_size[0] < 1000:
+        same_value(net, once, op, args)
+        same_value(net, fixed, op, args)
+        _check_reference(op, conv, args, value(fixed, op, args))
+
+
+@pytest.mark.parametrize("rule, op, spec", NEVER, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_rule_does_not_fire_outside_its_precondition(rule, op, spec):
+    net, _, _ = case(op, batch=2, **{**C, **spec})
+    assert rule(net) is None
+
+
+def test_constant_fusion_sums_a_private_leg():
+    """Σ_o Π (as in KFAC-reduce) becomes one fused constant, built once."""
+    net, _, args = case("unfold", batch=2, **C, kernel_size=3, stride=2, input_size=(9, 7))
+    net = net.replace(output=("n", "g", "c_in", "k1", "k2")).pruned_sizes().validate()
+    fused = constant_fusion(net)
+    assert fused is not None
+    assert sum(isinstance(t.value, FusedConstant) for t in fused.tensors) == 1
+    assert network_cost(fused).not_worse_than(network_cost(net))
+    same_value(net, fused, "unfold", args)
+    fixed = rewrite(net, rules=[constant_fusion]).network
+    assert constant_fusion(fixed) is None
+    same_value(net, fixed, "unfold", args)
+
+
+def test_constant_fusion_refuses_huge_dense_constants():
+    net, _, _ = case("unfold", batch=1, in_channels=1, out_channels=1, kernel_size=10, stride=5,
+                     input_size=(16000,))
+    net = net.replace(output=("n", "g", "c_in", "k1")).pruned_sizes().validate()
+    assert constant_fusion(net) is None
+
+
+def test_pattern_legs_are_read_by_position_for_transposed_specs():
+    """Transposed patterns carry (k, i, o) by name: the rules must use the positions."""
+    net, conv, args = case("forward", batch=2, **C, kernel_size=2, stride=2, input_size=(5, 3),
+                           transposed=True)
+    assert net.tensor("Π1").indices == ("k1", "i1", "o1")
+    out = non_overlapping_patches(net)
+    assert "Π1" not in [t.name for t in out.tensors] and ("i1", "k1") == out.output[3:5]
+    same_value(net, out, "forward", args)

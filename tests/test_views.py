@@ -1,0 +1,105 @@
+"""Data-tensor views (torch and numpy agree with independent references), their plumbing
+through Network / lower / execute, and sub-tensor slicing (`slice_index`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnconv
+from tests.helpers import assert_close, rand
+from tests.references import pad as reference_pad
+from tests.rewrite_helpers import case, value
+from tnconv.lower import lower
+from tnconv.network import Network, Tensor
+from tnconv.passes import slice_index
+from tnconv.passes.slicing import SlicedConstant
+from tnconv.views import Pad, Reshape, Slice, SplitLeg, Take, View, Window
+
+
+def _both(view: View, x: torch.Tensor) -> torch.Tensor:
+    out = view.apply_torch(x)
+    assert tuple(out.shape) == view.shape
+    np.testing.assert_array_equal(view.apply_numpy(x.cpu().numpy()), out.cpu().numpy())
+    return out
+
+
+@given(st.integers(3, 9), st.integers(0, 3), st.integers(0, 3),
+       st.sampled_from(["zeros", "circular", "reflect", "replicate"]))
+def test_pad_matches_reference(size, left, right, mode):
+    if mode == "reflect":
+        left, right = min(left, size - 1), min(right, size - 1)
+    x = rand(2, size, 3)
+    out = _both(View((2, size, 3), (Pad(1, left, right, mode),)), x)
+    expected = reference_pad(x.transpose(1, 2), [(left, right)], mode).transpose(1, 2)
+    assert_close(out, expected)
+
+
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 3), st.integers(0, 6))
+def test_window_reads_o_times_step_plus_k_times_dilation(size, step, dilation, extra):
+    length = (size - 1) * dilation + 1 + extra
+    x = rand(3, length)
+    out = _both(View((3 * length,), (Reshape((3, length)), Window(1, size, step, dilation))), x)
+    count = (length - (size - 1) * dilation - 1) // step + 1
+    expected = torch.stack([torch.stack([x[:, o * step + k * dilation] for k in range(size)], -1)
+                            for o in range(count)], 1)
+    assert_close(out, expected)
+
+
+def test_slice_take_split_and_copied_elements():
+    x = rand(2, 12)
+    view = View((2, 12), (Slice(1, 1, 12, 2), Take(1, (0, 2, 3, 5)), SplitLeg(1, (2, 2))))
+    out = _both(view, x)
+    assert_close(out.reshape(2, 4), x[:, [1, 5, 7, 11]])
+    assert view.copied_elements() == 8 and view.shapes()[1] == (2, 6)
+    with pytest.raises(ValueError):
+        View((2, 12), (SplitLeg(1, (5, 2)),)).shape
+
+
+def test_views_flow_through_network_lowering_and_execution():
+    x = Tensor("X", ("a", "b"), "input", view=View((6,), (SplitLeg(0, (2, 3)),)))
+    net = Network((x,), (("a", 2), ("b", 3)), ("b", "a")).validate()
+    program = lower(net, ("input",), (3, 2))
+    assert program.operands[0].view == x.view
+    arg = rand(6)
+    assert_close(value(net, "unfold", [arg]), arg.reshape(2, 3).T)
+    with pytest.raises(tnconv.TNConvError, match="view"):
+        Network((x,), (("a", 3), ("b", 2)), ("a",)).validate()
+    assert "view: reshape(6,) -> split" in net.describe()
+
+
+def test_slice_index_on_data_pattern_and_output():
+    net, spec, args = case("unfold", batch=2, in_channels=2, out_channels=2, kernel_size=3,
+                           input_size=(9,))
+    full = value(net, "unfold", args)
+    sliced = slice_index(net, "o1", [0, 3, 6])  # output index: tensor dropout's use
+    assert_close(value(sliced, "unfold", args), full[..., [0, 3, 6]])
+    assert sliced.tensor("Π1").value.stride == 3  # still an IndexPattern
+    odd = slice_index(net, "o1", [0, 1, 4])
+    assert isinstance(odd.tensor("Π1").value, SlicedConstant)
+    assert odd.tensor("Π1").role == "constant"
+    assert_close(value(odd, "unfold", args), full[..., [0, 1, 4]])
+
+
+def test_slice_index_drops_unread_input_pixels_exactly():
+    net, spec, args = case("forward", batch=2, in_channels=2, out_channels=3, kernel_size=2,
+                           stride=4, input_size=(13,))
+    read = [o * 4 + k for o in range(3) for k in range(2)]
+    sliced = slice_index(net, "i1", read)
+    assert sliced.tensor("X").view.steps == (Take(3, tuple(read)),)
+    assert_close(value(sliced, "forward", args), value(net, "forward", args))
+    strided = slice_index(net, "i1", range(0, 13, 2))
+    assert strided.tensor("X").view.steps == (Slice(3, 0, 13, 2),)
+
+
+@pytest.mark.parametrize("bad", [[], [3, 1], [0, 99], [-1, 2]])
+def test_slice_index_rejects_bad_positions(bad):
+    net, _, _ = case("unfold", batch=1, in_channels=1, out_channels=1, kernel_size=3,
+                     input_size=(9,))
+    with pytest.raises(tnconv.TNConvError, match="indices"):
+        slice_index(net, "i1", bad)
+    with pytest.raises(tnconv.TNConvError, match="index"):
+        slice_index(net, "nope", [0])

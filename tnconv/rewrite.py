@@ -1,0 +1,138 @@
+"""The rewrite driver: named rule sets applied to a fixed point, every step recorded.
+
+A rule is a function `rule(net) -> Network | None` (None: it does not apply).
+A `RuleSet` is a named tuple of rules; `rewrite` runs the sets in order, each
+to a fixed point: it applies the first rule (in the set's order) whose result
+is not costlier than the current network (`tnconv.cost`), records the step
+and starts over, until no rule changes anything.
+
+>>> from tnconv.spec import ConvSpec
+>>> from tnconv.ops.convolution import forward_network
+>>> result = rewrite(forward_network(ConvSpec(3, 8, kernel_size=16, stride=16,
+...                                           input_size=(224, 224)), 1))
+>>> [step.rule for step in result.steps]
+['non_overlapping_patches', 'non_overlapping_patches', 'squeeze_size_one', 'squeeze_size_one']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence, Union
+
+from .cost import Cost, network_cost
+from .network import Network
+from .passes import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
+                     merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
+                     selection_lowering, squeeze_size_one)
+
+__all__ = ["Rule", "RuleSet", "Step", "RewriteResult", "rewrite", "CLEANUP", "CONNECTIVITY",
+           "FUSION", "SELECTION", "DEFAULT_RULES", "EXPORT_RULES"]
+
+Rule = Callable[[Network], Optional[Network]]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Rules run together to a fixed point; earlier rules are preferred."""
+
+    name: str
+    rules: tuple[Rule, ...]
+
+
+CLEANUP = RuleSet("cleanup", (identity_pruning, squeeze_size_one, merge_parallel_legs))
+CONNECTIVITY = RuleSet("connectivity", (
+    identity_pruning, one_by_one_kernel, full_extent_kernel, non_overlapping_patches,
+    downsampling) + CLEANUP.rules[1:])
+FUSION = RuleSet("fusion", (constant_fusion,) + CLEANUP.rules)
+SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
+
+#: Everything, cheapest rewrites first; the general window views last.
+DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)
+#: The rules that introduce no data views: a plain dense einsum for export.
+EXPORT_RULES = (CLEANUP, FUSION)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One applied rule: what it touched and the cost before and after."""
+
+    rule: str
+    tensors: tuple[str, ...]
+    indices: tuple[str, ...]
+    before: Cost
+    after: Cost
+
+    def describe(self) -> str:
+        return (f"{self.rule}: tensors {', '.join(self.tensors) or '-'}; "
+                f"indices {', '.join(self.indices) or '-'}\n"
+                f"      cost {self.before.describe()}\n"
+                f"        -> {self.after.describe()}")
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """The rewritten network, the network it came from, and the steps in order."""
+
+    network: Network
+    steps: tuple[Step, ...]
+    original: Network
+
+    def describe(self) -> str:
+        if not self.steps:
+            return "no rule applied"
+        return "\n".join(f"  {n + 1}. {s.describe()}" for n, s in enumerate(self.steps))
+
+
+def _carriers(net: Network) -> dict[str, tuple]:
+    found: dict[str, list] = {i: [] for i, _ in net.sizes}
+    for t in net.tensors:
+        for i in t.indices:
+            found[i].append(t.name)
+    return {i: (net.size(i), tuple(names), i in net.output) for i, names in found.items()}
+
+
+def _touched(before: Network, after: Network) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    old, new = set(before.tensors), set(after.tensors)
+    tensors = tuple(dict.fromkeys(t.name for t in before.tensors + after.tensors
+                                  if (t in old) != (t in new)))
+    a, b = _carriers(before), _carriers(after)
+    indices = tuple(i for i in dict.fromkeys(list(a) + list(b)) if a.get(i) != b.get(i))
+    return tensors, indices
+
+
+def _as_sets(rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule]]) -> tuple[RuleSet, ...]:
+    if isinstance(rules, RuleSet):
+        return (rules,)
+    rules = tuple(rules)
+    if all(isinstance(r, RuleSet) for r in rules):
+        return rules  # type: ignore[return-value]
+    return (RuleSet("rules", rules),)  # type: ignore[arg-type]
+
+
+def _first_step(net: Network, cost: Cost,
+                rule_set: RuleSet) -> Optional[tuple[Rule, Network, Cost]]:
+    for rule in rule_set.rules:
+        candidate = rule(net)
+        if candidate is None or candidate == net:
+            continue
+        after = network_cost(candidate)
+        if after.not_worse_than(cost):
+            return rule, candidate, after
+    return None
+
+
+def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule]] = DEFAULT_RULES,
+            *, max_steps: int = 200) -> RewriteResult:
+    """Apply `rules` (rule sets in order, or one list of rules) to a fixed point."""
+    original, steps = net, []
+    cost = network_cost(net)
+    for rule_set in _as_sets(rules):
+        while len(steps) < max_steps:
+            found = _first_step(net, cost, rule_set)
+            if found is None:
+                break
+            rule, candidate, after = found
+            tensors, indices = _touched(net, candidate)
+            steps.append(Step(rule.__name__, tensors, indices, cost, after))
+            net, cost = candidate, after
+    return RewriteResult(net, tuple(steps), original)

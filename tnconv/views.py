@@ -1,0 +1,248 @@
+"""Views of a caller's data tensor: pad, slice, take, split, reshape and sliding windows.
+
+Rewrite rules replace an index pattern contracted with a data tensor by a view
+of that tensor. A `View` records the shape the caller's argument is reshaped to
+(`base_shape`) and the steps applied after it; each step names the dimension it
+acts on in the shape reached so far. The same view runs on torch tensors
+(execution) and numpy arrays (tests, export).
+
+>>> import numpy as np
+>>> v = View((6,), (Pad(0, 1, 1, "zeros"), Window(0, size=3, step=2)))
+>>> v.shape
+(3, 3)
+>>> v.apply_numpy(np.arange(6.0)).tolist()
+[[0.0, 0.0, 1.0], [1.0, 2.0, 3.0], [3.0, 4.0, 5.0]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Union
+
+import numpy as np
+
+from .index_pattern import IndexPattern
+
+__all__ = ["Pad", "Slice", "Take", "SplitLeg", "Reshape", "Window", "View", "ViewStep"]
+
+
+def _at(shape: tuple[int, ...], dim: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:dim] + tuple(sizes) + shape[dim + 1:]
+
+
+def _slicer(dim: int, piece: slice) -> tuple:
+    return (slice(None),) * dim + (piece,)
+
+
+@dataclass(frozen=True)
+class Pad:
+    """Pad dimension `dim` by `left` / `right` pixels as torch pads (mode: zeros, circular,
+    reflect or replicate)."""
+
+    dim: int
+    left: int
+    right: int
+    mode: str = "zeros"
+    copies = True
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return _at(shape, self.dim, (shape[self.dim] + self.left + self.right,))
+
+    def source(self, size: int) -> np.ndarray:
+        """Input pixel each padded position copies, -1 for a zero."""
+        total = size + self.left + self.right
+        return IndexPattern(1, 1, 1, (self.left, self.right), size, total,
+                            self.mode).source_indices()[0]
+
+    def torch(self, x: Any) -> Any:
+        import torch
+        import torch.nn.functional as F
+
+        if self.mode == "zeros":
+            return F.pad(x, [0, 0] * (x.dim() - 1 - self.dim) + [self.left, self.right])
+        index = torch.tensor(self.source(x.shape[self.dim]).tolist(), device=x.device)
+        return x.index_select(self.dim, index)
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        src = self.source(x.shape[self.dim])
+        out = np.take(x, np.maximum(src, 0), axis=self.dim)
+        mask = (src >= 0).reshape([-1 if d == self.dim else 1 for d in range(x.ndim)])
+        return out * mask
+
+    def describe(self) -> str:
+        return f"pad(dim {self.dim}, {self.left}, {self.right}, {self.mode})"
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Keep positions start, start+step, … < stop of dimension `dim` (a strided view)."""
+
+    dim: int
+    start: int
+    stop: int
+    step: int = 1
+    copies = False
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return _at(shape, self.dim, (len(range(self.start, self.stop, self.step)),))
+
+    def torch(self, x: Any) -> Any:
+        return x[_slicer(self.dim, slice(self.start, self.stop, self.step))]
+
+    numpy = torch
+
+    def describe(self) -> str:
+        return f"slice(dim {self.dim}, {self.start}:{self.stop}:{self.step})"
+
+
+@dataclass(frozen=True)
+class Take:
+    """Keep the listed positions of dimension `dim` (a gather: copies)."""
+
+    dim: int
+    indices: tuple[int, ...]
+    copies = True
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return _at(shape, self.dim, (len(self.indices),))
+
+    def torch(self, x: Any) -> Any:
+        import torch
+
+        return x.index_select(self.dim, torch.tensor(self.indices, device=x.device))
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        return np.take(x, self.indices, axis=self.dim)
+
+    def describe(self) -> str:
+        return f"take(dim {self.dim}, {len(self.indices)} positions)"
+
+
+@dataclass(frozen=True)
+class SplitLeg:
+    """View dimension `dim` as several dimensions of the given sizes (row-major)."""
+
+    dim: int
+    sizes: tuple[int, ...]
+    copies = False
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if prod(self.sizes) != shape[self.dim]:
+            raise ValueError(f"cannot split a leg of size {shape[self.dim]} into {self.sizes}")
+        return _at(shape, self.dim, self.sizes)
+
+    def torch(self, x: Any) -> Any:
+        return x.reshape(self.out_shape(tuple(x.shape)))
+
+    numpy = torch
+
+    def describe(self) -> str:
+        return f"split(dim {self.dim} -> {self.sizes})"
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """Reshape to `shape` (row-major; merges legs or drops size-1 legs)."""
+
+    shape: tuple[int, ...]
+    copies = False
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if prod(shape) != prod(self.shape):
+            raise ValueError(f"cannot reshape {shape} to {self.shape}")
+        return self.shape
+
+    def torch(self, x: Any) -> Any:
+        return x.reshape(self.shape)
+
+    numpy = torch
+
+    def describe(self) -> str:
+        return f"reshape{self.shape}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sliding windows along `dim`: the leg becomes (window start o, tap k) at dims (dim, dim+1).
+
+    Tap k of window o reads position o·step + k·dilation.
+    """
+
+    dim: int
+    size: int
+    step: int
+    dilation: int = 1
+
+    @property
+    def span(self) -> int:
+        return (self.size - 1) * self.dilation + 1
+
+    @property
+    def copies(self) -> bool:
+        """Overlapping windows are materialised by whoever consumes them."""
+        return self.step < self.span
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        count = (shape[self.dim] - self.span) // self.step + 1
+        return _at(shape, self.dim, (count, self.size))
+
+    def torch(self, x: Any) -> Any:
+        y = x.unfold(self.dim, self.span, self.step).movedim(-1, self.dim + 1)
+        return y[_slicer(self.dim + 1, slice(None, None, self.dilation))]
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        y = np.lib.stride_tricks.sliding_window_view(x, self.span, axis=self.dim)
+        y = np.moveaxis(y[_slicer(self.dim, slice(None, None, self.step))], -1, self.dim + 1)
+        return y[_slicer(self.dim + 1, slice(None, None, self.dilation))]
+
+    def describe(self) -> str:
+        return (f"window(dim {self.dim}, size {self.size}, step {self.step}, "
+                f"dilation {self.dilation})")
+
+
+ViewStep = Union[Pad, Slice, Take, SplitLeg, Reshape, Window]
+
+
+@dataclass(frozen=True)
+class View:
+    """The caller's tensor reshaped to `base_shape`, then the `steps` applied in order."""
+
+    base_shape: tuple[int, ...]
+    steps: tuple[ViewStep, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape after every step."""
+        return self.shapes()[-1]
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The base shape and the shape after each step."""
+        shapes = [tuple(self.base_shape)]
+        for step in self.steps:
+            shapes.append(step.out_shape(shapes[-1]))
+        return shapes
+
+    def then(self, *steps: ViewStep) -> "View":
+        return View(self.base_shape, self.steps + tuple(steps))
+
+    def copied_elements(self) -> int:
+        """Elements written by the steps that copy (pads, gathers, overlapping windows)."""
+        shapes = self.shapes()[1:]
+        return sum(prod(shape) for step, shape in zip(self.steps, shapes) if step.copies)
+
+    def apply_torch(self, x: Any) -> Any:
+        x = x.reshape(self.base_shape)
+        for step in self.steps:
+            x = step.torch(x)
+        return x
+
+    def apply_numpy(self, x: np.ndarray) -> np.ndarray:
+        x = np.reshape(x, self.base_shape)
+        for step in self.steps:
+            x = step.numpy(x)
+        return x
+
+    def describe(self) -> str:
+        steps = [s.describe() for s in self.steps]
+        return " -> ".join([f"reshape{tuple(self.base_shape)}"] + steps)
