@@ -6,18 +6,48 @@
 torch.Size([1, 3, 7])
 """
 
+from importlib import import_module
+from typing import Any
+
 from .cache import cache_info, clear_caches, set_cache_size
-from .compiler import Compiled, compile
 from .errors import TNConvError
+from .export import ExportedEinsum, load_einsum
 from .index_pattern import IndexPattern
 from .lower import EinsumProgram
 from .network import Network, Tensor
-from .nn.functional import conv, unfold
 from .spec import ConvSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Compiled", "ConvSpec", "EinsumProgram", "IndexPattern", "Network", "TNConvError", "Tensor",
-    "cache_info", "clear_caches", "compile", "conv", "set_cache_size", "unfold",
+    "Compiled", "ConvSpec", "EinsumProgram", "ExportedEinsum", "IndexPattern", "Network",
+    "TNConvError", "Tensor", "cache_info", "clear_caches", "compile", "conv", "load_einsum",
+    "set_cache_size", "unfold",
 ]
+__all__ += [
+    "conv_input_jvp", "conv_input_vjp", "conv_transpose", "conv_transpose_input_vjp",
+    "conv_transpose_weight_vjp", "conv_weight_jvp", "conv_weight_vjp", "fold", "unfold_transpose",
+]
+__all__ += ["averaged_patches", "kfac_reduce", "kfc", "patches"]
+
+# Names whose modules import torch are loaded on first use, so that `import tnconv`
+# (e.g. to call `load_einsum`) works where torch is not installed.
+_LAZY = {"Compiled": "compiler", "compile": "compiler", "conv": "nn.functional",
+         "unfold": "nn.functional", "nn": "nn"}
+_LAZY.update({name: "nn.derivatives" for name in (
+    "conv_input_jvp", "conv_input_vjp", "conv_weight_jvp", "conv_weight_vjp")})
+_LAZY.update({name: "nn.transposed" for name in (
+    "conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp", "fold",
+    "unfold_transpose")})
+_LAZY.update({name: "kfac" for name in ("averaged_patches", "kfac_reduce", "kfc", "patches")})
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tnconv' has no attribute {name!r}")
+    module = import_module(f".{_LAZY[name]}", __name__)
+    return module if name == "nn" else getattr(module, name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

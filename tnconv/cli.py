@@ -4,6 +4,8 @@
     tnconv explain unfold --example vit-patch
     tnconv explain forward --conv "in_channels=3, out_channels=8, kernel_size=3, padding=1" \\
         --input-shape 2,3,32,32
+    tnconv export forward --conv "out_channels=8, kernel_size=3" --input-shape 2,3,32,32 -o f.npz
+    tnconv gallery diagrams/             # redraw the diagram gallery
 
 >>> main(["explain", "--example", "tiny"])  # doctest: +ELLIPSIS
 operation forward: ...
@@ -95,6 +97,25 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .compiler import compile
+
+    spec, batch = spec_from_arguments(args)
+    exported = compile(args.op, spec, batch_size=batch, strategy="tn").to_einsum()
+    path = exported.save(args.output)
+    print(exported.describe())
+    print(f"wrote {path}")
+    return 0
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    from .gallery import write_gallery
+
+    for path in write_gallery(args.directory):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tnconv", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("op", nargs="?", default="forward", help="operation name")
     add_spec_arguments(explain)
     explain.set_defaults(run=_explain)
+    export = commands.add_parser("export", help="export an operation as a portable einsum file")
+    export.add_argument("op", help="operation name")
+    add_spec_arguments(export)
+    export.add_argument("-o", "--output", required=True, help="file to write (.npz)")
+    export.set_defaults(run=_export)
+    gallery = commands.add_parser("gallery", help="redraw the diagram gallery (SVG + README.md)")
+    gallery.add_argument("directory", help="output folder, e.g. diagrams/")
+    gallery.set_defaults(run=_gallery)
     return parser
 
 

@@ -18,8 +18,10 @@ from ..compiler import compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import batched, require_tensor, spatial_ndim
+from .autograd import convolve
+from .kfac_functional import kfac_reduce, kfc
 
-__all__ = ["conv", "unfold"]
+__all__ = ["conv", "kfac_reduce", "kfc", "unfold"]
 
 
 def _add_bias(y: torch.Tensor, bias: Optional[torch.Tensor], channels: int, op: str) -> torch.Tensor:
@@ -54,7 +56,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
         spec = ConvSpec(x.shape[1], weight.shape[0], tuple(weight.shape[2:]), tuple(x.shape[2:]),
                         stride=stride, padding=padding, dilation=dilation, groups=groups,
                         padding_mode=padding_mode)
-        y = compile("forward", spec, strategy=strategy)(x, weight)
+        y = convolve(x, weight, spec, strategy)
         y = _add_bias(y, bias, spec.out_channels, op)
     return y.squeeze(0) if unbatched else y
 

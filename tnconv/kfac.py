@@ -1,0 +1,218 @@
+"""Kronecker factors for KFAC of a conv layer: `kfc`, `kfac_reduce`, `patches`, `averaged_patches`.
+
+`conv` is a `torch.nn.Conv{1,2,3}d` or `ConvTranspose{1,2,3}d` (every
+hyper-parameter, `padding_mode` included, is read from it) and `x` its input.
+Conventions (DESIGN.md): factors are [G, D, D] with D = C_in/G·∏K (+1 with a
+bias column); `reduction="mean"` is S/(N·∏O) for KFC and (1/N) Σ ū ūᵀ for
+KFAC-reduce; the bias column of KFAC-reduce is appended after averaging.
+
+>>> import torch, tnconv
+>>> conv = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
+>>> x = torch.rand(3, 4, 6, 6)
+>>> tnconv.kfc(conv, x).shape           # bias column: conv.bias is not None
+torch.Size([2, 19, 19])
+>>> tnconv.kfac_reduce(conv, x, bias=False, group_average=True).shape
+torch.Size([18, 18])
+>>> tnconv.patches(conv, x).shape
+torch.Size([3, 2, 36, 18])
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Optional
+
+import torch
+
+from . import kfac_native
+from .compiler import STRATEGIES, compile
+from .errors import argument_error
+from .ops.kfac import REDUCTIONS, STRUCTURES
+from .spec import ConvSpec, error_context
+
+__all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches", "factor", "patch_matrix"]
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+#: Upper bound of the default chunk (elements of the unfolded input of one chunk).
+_DEFAULT_CHUNK_ELEMENTS = 2 ** 22
+
+
+def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
+    from ._torch_modules import spec_from_module
+
+    spec = spec_from_module(ConvSpec, conv, x, operation=op)
+    return spec, (x.unsqueeze(0) if x.dim() == spec.ndim + 1 else x)
+
+
+def _compute_dtype(op: str, x: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.dtype:
+    if not x.is_floating_point():
+        raise argument_error(op, "x", f"tensor of dtype {x.dtype}", "a floating-point tensor")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise argument_error(op, "dtype", dtype, "None or a floating-point torch.dtype")
+    wanted = dtype or x.dtype
+    return torch.float32 if wanted in _LOW_PRECISION else wanted
+
+
+def _check_options(op: str, name: str, reduction: str, structure: str, flags: dict,
+                   strategy: str, max_intermediate: Any) -> None:
+    if reduction not in REDUCTIONS[name]:
+        raise argument_error(op, "reduction", reduction,
+                             ", ".join(repr(r) for r in REDUCTIONS[name]))
+    if structure not in STRUCTURES:
+        raise argument_error(op, "structure", structure, ", ".join(repr(s) for s in STRUCTURES))
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise argument_error(op, flag, value, "True or False")
+    if strategy not in STRATEGIES:
+        raise argument_error(op, "strategy", strategy, ", ".join(repr(s) for s in STRATEGIES))
+    if max_intermediate is not None and (not isinstance(max_intermediate, int)
+                                         or isinstance(max_intermediate, bool)
+                                         or max_intermediate < 1):
+        raise argument_error(op, "max_intermediate", max_intermediate, "None or a positive int")
+
+
+def _per_sample(spec: ConvSpec, strategy: str, options: dict) -> int:
+    """Largest intermediate (elements) per sample of the KFC route that will run."""
+    if strategy == "auto" and kfac_native.supported(spec):
+        return spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size)
+    program = compile("kfc", spec, strategy="tn", **options).program_for(1)
+    return program.largest_intermediate
+
+
+def _chunk(spec: ConvSpec, batch: int, per_sample: int, max_intermediate: Optional[int]) -> int:
+    """Samples per chunk: at most `max_intermediate` elements, by default a quarter batch."""
+    if max_intermediate is None:
+        max_intermediate = min(_DEFAULT_CHUNK_ELEMENTS, -(-batch * per_sample // 4))
+    return max(1, min(batch, max_intermediate // per_sample))
+
+
+def _kfc_chunked(spec: ConvSpec, x: torch.Tensor, options: dict, strategy: str,
+                 max_intermediate: Optional[int]) -> torch.Tensor:
+    batch = x.shape[0]
+    chunk = _chunk(spec, batch, _per_sample(spec, strategy, options), max_intermediate)
+    if strategy == "auto" and kfac_native.supported(spec):
+        return kfac_native.kfc(spec, options, x, chunk)
+    if chunk >= batch:
+        return compile("kfc", spec, strategy=strategy, **options)(x)
+    summed = compile("kfc", spec, strategy=strategy, **{**options, "reduction": "sum"})
+    total = summed(x[:chunk])
+    for start in range(chunk, batch, chunk):
+        total += summed(x[start:start + chunk])
+    count = {"mean": batch * prod(spec.output_size), "batch": batch, "sum": 1}
+    return total.mul_(1.0 / count[options["reduction"]])
+
+
+def _append_bias(name: str, spec: ConvSpec, x: torch.Tensor, result: torch.Tensor,
+                 options: dict, strategy: str) -> torch.Tensor:
+    """Append the ones column: border c·Σ_n (mean patch), corner c·N, c the normalisation."""
+    batch = x.shape[0]
+    per_sample = prod(spec.output_size) if name == "kfc" else 1
+    coefficient, count = {"mean": (1.0 / batch, 1), "batch": (per_sample / batch, per_sample),
+                          "sum": (float(per_sample), batch * per_sample)}[options["reduction"]]
+    mean_patch = compile("averaged_patches", spec, strategy=strategy)(x).sum(0)  # [G, D]
+    if options["group_average"]:
+        mean_patch = mean_patch.mean(0, keepdim=True)
+    border = mean_patch * coefficient
+    corner = border.new_full((border.shape[0], 1), count)
+    lead = () if options["group_average"] else (spec.groups,)
+    if options["structure"] == "diagonal":
+        return torch.cat([result.reshape(-1, border.shape[1]), corner], 1).reshape(*lead, -1)
+    d = border.shape[1]
+    out = result.new_zeros(border.shape[0], d + 1, d + 1)
+    out[:, :d, :d] = result.reshape(-1, d, d)
+    out[:, :d, d] = out[:, d, :d] = border
+    out[:, d, d] = corner[:, 0]
+    return out.reshape(*lead, d + 1, d + 1)
+
+
+def factor(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str, reduction: str = "mean",
+           bias: bool = False, group_average: bool = False, structure: str = "full",
+           dtype: Optional[torch.dtype] = None, max_intermediate: Optional[int] = None,
+           strategy: str = "auto") -> torch.Tensor:
+    """Shared core of the module and functional forms: `name` is "kfc" or "kfac_reduce"."""
+    _check_options(op, name, reduction, structure,
+                   {"bias": bias, "group_average": group_average}, strategy, max_intermediate)
+    compute = _compute_dtype(op, x, dtype)
+    x = x.to(compute)
+    options = {"reduction": reduction, "structure": structure, "group_average": group_average}
+    if name == "kfc":
+        result = _kfc_chunked(spec, x, options, strategy, max_intermediate)
+    else:
+        result = compile(name, spec, strategy=strategy, **options)(x)
+    if bias:
+        result = _append_bias(name, spec, x, result, options, strategy)
+    return result.to(dtype or compute)
+
+
+def patch_matrix(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str,
+                 dtype: Optional[torch.dtype] = None, strategy: str = "auto") -> torch.Tensor:
+    """Shared core of `patches` / `averaged_patches` ("patches" or "averaged_patches")."""
+    if strategy not in STRATEGIES:
+        raise argument_error(op, "strategy", strategy, ", ".join(repr(s) for s in STRATEGIES))
+    compute = _compute_dtype(op, x, dtype)
+    return compile(name, spec, strategy=strategy)(x.to(compute)).to(dtype or compute)
+
+
+def _bias_flag(op: str, conv: Any, bias: Optional[bool]) -> bool:
+    if bias is None:
+        return getattr(conv, "bias", None) is not None
+    if not isinstance(bias, bool):
+        raise argument_error(op, "bias", bias, "None (follow conv.bias), True or False")
+    return bias
+
+
+def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[bool] = None,
+        group_average: bool = False, structure: str = "full",
+        dtype: Optional[torch.dtype] = None, max_intermediate: Optional[int] = None,
+        strategy: str = "auto") -> torch.Tensor:
+    """KFC (KFAC-expand) input factor of `conv` at input `x`: [G, D, D].
+
+    `reduction`: "mean" (S/(N·∏O)), "batch" (S/N) or "sum" (S). `bias=None`
+    appends the ones column iff `conv.bias is not None`. `group_average=True`
+    averages the input over channel groups first and returns [D, D].
+    `structure="diagonal"` returns only the diagonal [G, D]. fp16/bf16 inputs
+    accumulate in fp32 and the result is fp32 unless `dtype` is given.
+    `max_intermediate` (elements) bounds the unfolded chunk; by default a chunk
+    is a quarter of the batch, at most 2**22 elements.
+    """
+    op = "tnconv.kfc"
+    with error_context(op):
+        spec, x = _module_spec(op, conv, x)
+        return factor("kfc", spec, x, op=op, reduction=reduction, bias=_bias_flag(op, conv, bias),
+                      group_average=group_average, structure=structure, dtype=dtype,
+                      max_intermediate=max_intermediate, strategy=strategy)
+
+
+def kfac_reduce(conv: Any, x: torch.Tensor, *, reduction: str = "mean",
+                bias: Optional[bool] = None, group_average: bool = False,
+                structure: str = "full", dtype: Optional[torch.dtype] = None,
+                strategy: str = "auto") -> torch.Tensor:
+    """KFAC-reduce input factor (1/N) Σ_n ū ūᵀ, ū the patch averaged over positions: [G, D, D].
+
+    Options as `kfc`; `reduction` is "mean" or "sum"; the bias 1 is appended
+    after averaging. The unfolded input is never formed.
+    """
+    op = "tnconv.kfac_reduce"
+    with error_context(op):
+        spec, x = _module_spec(op, conv, x)
+        return factor("kfac_reduce", spec, x, op=op, reduction=reduction,
+                      bias=_bias_flag(op, conv, bias), group_average=group_average,
+                      structure=structure, dtype=dtype, strategy=strategy)
+
+
+def patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype] = None,
+            strategy: str = "auto") -> torch.Tensor:
+    """Patch matrix of `conv` at input `x`: [N, G, ∏O, D]."""
+    op = "tnconv.patches"
+    with error_context(op):
+        spec, x = _module_spec(op, conv, x)
+        return patch_matrix("patches", spec, x, op=op, dtype=dtype, strategy=strategy)
+
+
+def averaged_patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype] = None,
+                     strategy: str = "auto") -> torch.Tensor:
+    """Patches averaged over output positions: [N, G, D]."""
+    op = "tnconv.averaged_patches"
+    with error_context(op):
+        spec, x = _module_spec(op, conv, x)
+        return patch_matrix("averaged_patches", spec, x, op=op, dtype=dtype, strategy=strategy)

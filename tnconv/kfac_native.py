@@ -1,0 +1,169 @@
+"""Native torch routes for KFC and patches: strided views of the padded input and matmuls.
+
+Each one-hot index pattern of a (non-transposed) convolution is a selection, so
+the unfolded input is a strided view of the padded input (`Tensor.unfold` per
+spatial dimension). KFC then is one matrix product per group. The product is
+symmetric, so only the blocks on and above the diagonal are computed and the
+rest is mirrored. Returns `NotImplemented` where the view does not apply
+(transposed convolutions; padding modes torch pads only up to 3 spatial dims).
+
+KFAC-reduce and the averaged patches only need Σ_o Π_d, a [K_d, I_d] matrix of
+counts per dimension (for any padding mode, and for transposed convolutions,
+where o is the pattern's input leg). The mean patch is then one matrix product
+per spatial dimension, the last one reading the input in place.
+
+>>> import torch
+>>> from tnconv.spec import ConvSpec
+>>> spec = ConvSpec(2, 2, kernel_size=3, input_size=(5, 5), padding=1)
+>>> kfc(spec, {"reduction": "sum", "structure": "full", "group_average": False},
+...     torch.rand(3, 2, 5, 5)).shape
+torch.Size([1, 18, 18])
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any
+
+import torch
+
+from .cache import LRUCache
+from .index_pattern import IndexPattern
+from .native import pad_input
+from .spec import ConvSpec
+
+__all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce"]
+
+#: Target rows per block of the symmetric product (smaller blocks lose GEMM speed).
+_BLOCK_ROWS = 128
+_COUNTS = LRUCache(name="summed_patterns")
+
+
+def supported(spec: ConvSpec) -> bool:
+    """Whether the strided-view route applies to `spec`."""
+    return not spec.transposed and (spec.padding_mode == "zeros" or spec.ndim <= 3)
+
+
+def unfolded(spec: ConvSpec, x: torch.Tensor) -> torch.Tensor:
+    """Strided view V[n, g, c, o…, k…] of the padded input (no copy beyond the padding)."""
+    view = pad_input(x, spec) if any(p for pair in spec.padding for p in pair) else x
+    n, g = x.shape[0], spec.groups
+    view = view.reshape(n, g, spec.in_channels // g, *view.shape[2:])
+    for d, (k, s, dil) in enumerate(zip(spec.kernel_size, spec.stride, spec.dilation)):
+        dim = 3 + d
+        reach = dil * (k - 1) + 1
+        view = view.unfold(dim, reach, s)  # [..., O_d, ..., reach]
+        if dil > 1:
+            view = view[..., ::dil]
+    return view
+
+
+def _patch_rows(spec: ConvSpec, x: torch.Tensor) -> torch.Tensor:
+    """U[g, c·k…, n·o…] copied contiguously (rows: the patch entries, in unfold's order)."""
+    nd = spec.ndim
+    view = unfolded(spec, x)  # n, g, c, o1..oN, k1..kN
+    order = (1, 2, *range(3 + nd, 3 + 2 * nd), 0, *range(3, 3 + nd))
+    g = spec.groups
+    return view.permute(order).reshape(g, -1, x.shape[0] * prod(spec.output_size))
+
+
+def _add_symmetric_product(out: torch.Tensor, u: torch.Tensor) -> None:
+    """out += u @ uᵀ per group, on the blocks on and above the diagonal only."""
+    d = u.shape[1]
+    edges = _block_edges(d)
+    for a, b in zip(edges, edges[1:]):
+        out[:, a:b, a:].baddbmm_(u[:, a:b], u[:, a:].transpose(1, 2))
+
+
+def _mirror(out: torch.Tensor) -> torch.Tensor:
+    """Copy the block upper triangle onto the lower one."""
+    edges = _block_edges(out.shape[1])
+    for a, b in zip(edges, edges[1:]):
+        out[:, b:, a:b] = out[:, a:b, b:].transpose(1, 2)
+    return out
+
+
+def _block_edges(d: int) -> list[int]:
+    blocks = max(1, round(d / _BLOCK_ROWS))
+    return [d * b // blocks for b in range(blocks + 1)]
+
+
+def _scale(spec: ConvSpec, batch: int, options: dict) -> float:
+    count = {"mean": batch * prod(spec.output_size), "batch": batch, "sum": 1}
+    groups = spec.groups ** 2 if options["group_average"] else 1
+    return 1.0 / (count[options["reduction"]] * groups)
+
+
+def kfc(spec: ConvSpec, options: dict, x: torch.Tensor, chunk: int | None = None) -> Any:
+    """KFC factor as the "kfc" network computes it, `chunk` samples at a time."""
+    if not supported(spec):
+        return NotImplemented
+    full = options["structure"] == "full"
+    g = 1 if options["group_average"] else spec.groups
+    d = spec.in_channels // spec.groups * prod(spec.kernel_size)
+    out = x.new_zeros((g, d, d) if full else (g, d))
+    for part in x.split(chunk or x.shape[0]):
+        u = _patch_rows(spec, part)
+        if options["group_average"]:
+            u = u.sum(0, keepdim=True)
+        if full:
+            _add_symmetric_product(out, u)
+        else:
+            out += torch.linalg.vecdot(u, u)
+        del u
+    result = (_mirror(out) if full else out).mul_(_scale(spec, x.shape[0], options))
+    return result[0] if options["group_average"] else result
+
+
+def patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> Any:
+    """Patch matrix [N, G, ∏O, D] as the "patches" network computes it."""
+    if not supported(spec):
+        return NotImplemented
+    nd = spec.ndim
+    view = unfolded(spec, x)  # n, g, c, o…, k…
+    order = (0, 1, *range(3, 3 + nd), 2, *range(3 + nd, 3 + 2 * nd))
+    n, g = x.shape[0], spec.groups
+    return view.permute(order).reshape(n, g, prod(spec.output_size), -1)
+
+
+def _summed_pattern(pattern: IndexPattern, transposed: bool, device: Any, dtype: Any):
+    """Σ_o Π as a dense [K, I] tensor of counts (o, i in the convolution's own roles)."""
+    def build() -> torch.Tensor:
+        src = torch.tensor(pattern.source_indices(), device=device)
+        if transposed:  # the pattern's output leg is this convolution's input
+            return (src >= 0).to(dtype)
+        counts = torch.zeros(pattern.kernel_size, pattern.input_size + 1, device=device,
+                             dtype=dtype)
+        counts.scatter_add_(1, torch.where(src >= 0, src, pattern.input_size),
+                            torch.ones(src.shape, device=device, dtype=dtype))
+        return counts[:, :-1]
+
+    return _COUNTS.get_or_create((pattern, transposed, str(device), dtype), build)
+
+
+def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
+    """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one matmul per spatial dimension."""
+    sizes = spec.input_size
+    y = x.reshape(-1, *sizes)
+    for d in reversed(range(spec.ndim)):
+        counts = _summed_pattern(spec.patterns()[d], spec.transposed, x.device, x.dtype)
+        if d == spec.ndim - 1:
+            y = torch.matmul(y, counts.T)  # [M, I1…I(N-1), K_N], x read in place
+        else:
+            y = torch.matmul(counts, y.reshape(y.shape[0], *sizes[:d + 1], -1))
+    y = y.reshape(x.shape[0], spec.groups, -1)
+    return y.mul_(1.0 / prod(spec.output_size))
+
+
+def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
+    """KFAC-reduce factor as the "kfac_reduce" network computes it."""
+    ubar = averaged_patches(spec, options, x).transpose(0, 1)  # [G, N, D]
+    if options["group_average"]:
+        ubar = ubar.mean(0, keepdim=True)
+    if options["structure"] == "diagonal":
+        result = (ubar * ubar).sum(1)
+    else:
+        result = torch.bmm(ubar.transpose(1, 2), ubar)
+    if options["reduction"] == "mean":
+        result = result.mul_(1.0 / x.shape[0])
+    return result[0] if options["group_average"] else result

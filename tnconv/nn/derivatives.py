@@ -1,0 +1,123 @@
+"""VJPs and JVPs of a convolution, as torch functions (any N, every hyper-parameter).
+
+The VJPs take their arguments in the order of `torch.nn.grad.conv2d_input` /
+`conv2d_weight`; every tensor is batched, [N, C, *spatial]. Each function
+compiles the matching operation ("input_vjp", "weight_vjp", "input_jvp",
+"weight_jvp"); `strategy="auto"` runs torch's kernel where there is exactly
+one, `strategy="tn"` always contracts the tensor network.
+
+>>> import torch, tnconv
+>>> x, w = torch.rand(2, 3, 9), torch.rand(4, 3, 3)
+>>> g = torch.rand(2, 4, 5)
+>>> tnconv.conv_input_vjp(x.shape, w, g, stride=2, padding=1).shape
+torch.Size([2, 3, 9])
+>>> tnconv.conv_weight_vjp(x, w.shape, g, stride=2, padding=1, per_sample=True).shape
+torch.Size([2, 4, 3, 3])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..compiler import compile
+from ..errors import argument_error
+from ..spec import ConvSpec, error_context
+from ._arguments import require_tensor, spatial_ndim
+
+__all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
+
+
+def full_shape(op: str, name: str, value: Any, ndim: int) -> tuple[int, ...]:
+    """A tensor shape with `ndim` spatial dims (torch.Size, tuple or list of positive ints)."""
+    ok = (isinstance(value, (tuple, list, torch.Size)) and len(value) == ndim + 2
+          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+    if not ok:
+        raise argument_error(op, name, value,
+                             f"a shape [N, C, *spatial] of {ndim + 2} positive ints")
+    return tuple(value)
+
+
+def expect_shape(op: str, name: str, tensor: Any, shape: Sequence[int]) -> torch.Tensor:
+    """`tensor` itself, after checking it is a tensor of exactly `shape`."""
+    require_tensor(op, name, tensor)
+    if tuple(tensor.shape) != tuple(shape):
+        raise argument_error(op, name, f"tensor of shape {tuple(tensor.shape)}",
+                             f"shape {tuple(shape)}")
+    return tensor
+
+
+def conv_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
+              padding: Any, dilation: Any, groups: Any, padding_mode: str) -> ConvSpec:
+    """The spec of a convolution of an input of `input_shape` with a weight of `weight_shape`."""
+    with error_context(op):
+        spec = ConvSpec(input_shape[1], weight_shape[0], tuple(weight_shape[2:]),
+                        tuple(input_shape[2:]), stride=stride, padding=padding,
+                        dilation=dilation, groups=groups, padding_mode=padding_mode)
+    if spec.weight_shape != tuple(weight_shape):
+        raise argument_error(op, "weight", f"shape {tuple(weight_shape)}",
+                             f"shape {spec.weight_shape} ([C_out, C_in/groups, *kernel]) for an "
+                             f"input with {input_shape[1]} channels and groups={groups}")
+    return spec
+
+
+def output_of(spec: ConvSpec, batch: int) -> tuple[int, ...]:
+    """Shape of the (transposed) convolution's result, i.e. of its grad_output."""
+    return (batch, spec.out_channels, *spec.output_size)
+
+
+def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output: torch.Tensor,
+                   stride=1, padding=0, dilation=1, groups: int = 1,
+                   padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
+    """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
+    op = "tnconv.conv_input_vjp"
+    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
+    size = full_shape(op, "input_size", input_size, ndim)
+    spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
+    expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
+    return compile("input_vjp", spec, strategy=strategy)(weight, grad_output)
+
+
+def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output: torch.Tensor,
+                    stride=1, padding=0, dilation=1, groups: int = 1,
+                    padding_mode: str = "zeros", per_sample: bool = False, *,
+                    strategy: str = "auto") -> torch.Tensor:
+    """Gradient with respect to the weight (`torch.nn.grad.conv2d_weight`).
+
+    `per_sample=True` returns one gradient per example, [N, *weight_size].
+    """
+    op = "tnconv.conv_weight_vjp"
+    ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
+    size = full_shape(op, "weight_size", weight_size, ndim)
+    spec = conv_spec(op, input.shape, size, stride, padding, dilation, groups, padding_mode)
+    expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
+    if not isinstance(per_sample, bool):
+        raise argument_error(op, "per_sample", per_sample, "True or False")
+    vjp = compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
+    return vjp(input, grad_output)
+
+
+def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,
+                   dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
+                   strategy: str = "auto") -> torch.Tensor:
+    """Change of the convolution's output along `input_tangent` (the weight held fixed)."""
+    op = "tnconv.conv_input_jvp"
+    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
+    size = full_shape(op, "input_tangent", tuple(require_tensor(
+        op, "input_tangent", input_tangent).shape), ndim)
+    spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
+    return compile("input_jvp", spec, strategy=strategy)(input_tangent, weight)
+
+
+def conv_weight_jvp(input: torch.Tensor, weight_tangent: torch.Tensor, stride=1, padding=0,
+                    dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
+                    strategy: str = "auto") -> torch.Tensor:
+    """Change of the convolution's output along `weight_tangent` (the input held fixed)."""
+    op = "tnconv.conv_weight_jvp"
+    ndim = spatial_ndim(op, "weight_tangent", require_tensor(op, "weight_tangent",
+                                                             weight_tangent))
+    size = full_shape(op, "input", tuple(require_tensor(op, "input", input).shape), ndim)
+    spec = conv_spec(op, size, weight_tangent.shape, stride, padding, dilation, groups,
+                     padding_mode)
+    return compile("weight_jvp", spec, strategy=strategy)(input, weight_tangent)

@@ -1,0 +1,150 @@
+"""Transposed convolution, its VJPs, fold (col2im) and the transposed-convolution unfold.
+
+All of any N. `conv_transpose` takes torch's arguments in torch's order and is
+differentiable (backward by the compiled VJP networks of the transposed spec).
+`fold` is `torch.nn.functional.fold` for any N; `unfold_transpose` unfolds the
+input of a transposed convolution, so that the transposed convolution is the
+weight matrix times it.
+
+>>> import torch, tnconv
+>>> x, w = torch.rand(2, 4, 5, 5), torch.rand(4, 3, 3, 3)
+>>> tnconv.conv_transpose(x, w, stride=2, padding=1, output_padding=1).shape
+torch.Size([2, 3, 10, 10])
+>>> u = tnconv.unfold_transpose(x, 3, stride=2, padding=1, output_padding=1)
+>>> u.shape
+torch.Size([2, 36, 100])
+>>> y = torch.rand(2, 3, 6, 6)
+>>> tnconv.fold(tnconv.unfold(y, 3), (6, 6), 3).shape
+torch.Size([2, 3, 6, 6])
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..compiler import compile
+from ..errors import argument_error
+from ..spec import ConvSpec, error_context
+from ._arguments import batched, require_tensor, spatial_ndim
+from .autograd import convolve
+from .derivatives import expect_shape, full_shape, output_of
+from .functional import _add_bias
+
+__all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp",
+           "fold", "unfold_transpose"]
+
+
+def transposed_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int],
+                    stride: Any, padding: Any, output_padding: Any, groups: Any,
+                    dilation: Any) -> ConvSpec:
+    """Spec of a transposed convolution of `input_shape` with a [C_in, C_out/G, *K] weight."""
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise argument_error(op, "groups", groups, "a positive int")
+    with error_context(op):
+        spec = ConvSpec(input_shape[1], weight_shape[1] * groups, tuple(weight_shape[2:]),
+                        tuple(input_shape[2:]), stride=stride, padding=padding,
+                        dilation=dilation, groups=groups, transposed=True,
+                        output_padding=output_padding)
+    if spec.weight_shape != tuple(weight_shape):
+        raise argument_error(op, "weight", f"shape {tuple(weight_shape)}",
+                             f"shape [C_in, C_out/groups, *kernel] with C_in={input_shape[1]}")
+    return spec
+
+
+def conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   stride=1, padding=0, output_padding=0, groups: int = 1, dilation=1, *,
+                   strategy: str = "auto") -> torch.Tensor:
+    """N-d transposed convolution, as `torch.nn.functional.conv_transpose{1,2,3}d` for any N.
+
+    `x` is [N, C_in, *spatial] (or unbatched), `weight` [C_in, C_out/groups, *kernel].
+    """
+    op = "tnconv.conv_transpose"
+    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
+    x, unbatched = batched(x, ndim, op, "x")
+    spec = transposed_spec(op, x.shape, weight.shape, stride, padding, output_padding, groups,
+                           dilation)
+    y = _add_bias(convolve(x, weight, spec, strategy), bias, spec.out_channels, op)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose_input_vjp(input_size: Sequence[int], weight: torch.Tensor,
+                             grad_output: torch.Tensor, stride=1, padding=0, output_padding=0,
+                             groups: int = 1, dilation=1, *,
+                             strategy: str = "auto") -> torch.Tensor:
+    """Gradient of `conv_transpose` with respect to its input of shape `input_size`."""
+    op = "tnconv.conv_transpose_input_vjp"
+    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
+    size = full_shape(op, "input_size", input_size, ndim)
+    spec = transposed_spec(op, size, weight.shape, stride, padding, output_padding, groups,
+                           dilation)
+    expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
+    return compile("input_vjp", spec, strategy=strategy)(weight, grad_output)
+
+
+def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
+                              grad_output: torch.Tensor, stride=1, padding=0, output_padding=0,
+                              groups: int = 1, dilation=1, per_sample: bool = False, *,
+                              strategy: str = "auto") -> torch.Tensor:
+    """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
+    op = "tnconv.conv_transpose_weight_vjp"
+    ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
+    size = full_shape(op, "weight_size", weight_size, ndim)
+    spec = transposed_spec(op, input.shape, size, stride, padding, output_padding, groups,
+                           dilation)
+    expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
+    if not isinstance(per_sample, bool):
+        raise argument_error(op, "per_sample", per_sample, "True or False")
+    vjp = compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
+    return vjp(input, grad_output)
+
+
+def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_padding=0,
+                     dilation=1, *, strategy: str = "auto") -> torch.Tensor:
+    """Unfolded input of a transposed convolution: [N, C·∏K, ∏O] over its output pixels O.
+
+    `conv_transpose(x, w)` equals ``w.transpose(0, 1).reshape(C_out, -1) @ u`` (groups=1).
+    """
+    op = "tnconv.unfold_transpose"
+    spatial_ndim(op, "x", require_tensor(op, "x", x))
+    with error_context(op):
+        spec = ConvSpec(x.shape[1], x.shape[1], kernel_size, tuple(x.shape[2:]), stride=stride,
+                        padding=padding, dilation=dilation, transposed=True,
+                        output_padding=output_padding)
+    return compile("unfold", spec, strategy=strategy)(x)
+
+
+def _fold_ndim(*arguments: Any) -> int:
+    """Spatial dimensions: the length of the first tuple argument, else 2 (as torch)."""
+    for value in arguments:
+        if isinstance(value, (tuple, list, torch.Size)):
+            return len(value)
+    return 2
+
+
+def fold(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, stride=1, *,
+         strategy: str = "auto") -> torch.Tensor:
+    """Fold (col2im), the adjoint of `tnconv.unfold`: `torch.nn.functional.fold` for any N.
+
+    `x` is [N, C·∏K, L] (or unbatched [C·∏K, L]) with L = ∏O blocks; the result
+    is [N, C, *output_size].
+    """
+    op = "tnconv.fold"
+    ndim = _fold_ndim(output_size, kernel_size, dilation, padding, stride)
+    size = (output_size,) * ndim if isinstance(output_size, int) else output_size
+    with error_context(op):
+        probe = ConvSpec(1, 1, kernel_size, size, stride=stride, padding=padding,
+                         dilation=dilation)
+    x = require_tensor(op, "x", x)
+    unbatched = x.dim() == 2
+    x = x.unsqueeze(0) if unbatched else x
+    taps, blocks = prod(probe.kernel_size), prod(probe.output_size)  # type: ignore[arg-type]
+    if x.dim() != 3 or x.shape[1] % taps or x.shape[2] != blocks:
+        raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)}",
+                             f"[N, C·∏K, L] or [C·∏K, L] with ∏K={taps} dividing C·∏K "
+                             f"and L={blocks} blocks for output_size {probe.input_size}")
+    spec = probe.replace(in_channels=x.shape[1] // taps, out_channels=x.shape[1] // taps)
+    y = compile("fold", spec, strategy=strategy)(x)
+    return y.squeeze(0) if unbatched else y
