@@ -1,0 +1,16 @@
+"""tnconv's benchmark suite: every operation on real layers, against PyTorch.
+
+Run ``python -m benchmarks`` (``--quick`` for a one-minute subset, ``--device cuda``
+on a GPU, ``--help`` for the rest). Modules, one concern each: `layers` (the real
+layers), `case` (their tensors), `references` (the PyTorch references), `ops`
+(references against the tnconv calls, per route), `timing` (interleaved medians
+and the correctness check), `memory` (extra peak memory), `overhead` (per-call
+cost), `summary` (ratios, geometric means, bars), `report` (Markdown), `plot`
+(PNG), `progress`, `runner` and `cli`.
+
+>>> from benchmarks.layers import LAYERS
+>>> len(LAYERS)
+12
+"""
+
+__all__: list[str] = []
