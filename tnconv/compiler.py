@@ -55,6 +55,7 @@ class Compiled:
         self._rewrites = LRUCache(maxsize=16)
         self._exports = LRUCache(maxsize=16)
         self._plans: dict[tuple, ExecutionPlan] = {}
+        self._native = operation.native_route() if strategy == "auto" else None
         self._lock = threading.Lock()
 
     @property
@@ -125,10 +126,15 @@ class Compiled:
         return batch
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:
-        batch = self._check(tensors)
+        self._check(tensors)
+        return self.run(*tensors)
+
+    def run(self, *tensors: torch.Tensor) -> torch.Tensor:
+        """Evaluate without checking the arguments (for callers that validated their shapes)."""
+        batch = tensors[self.operation.batch_argument].shape[0]
         first = tensors[0]
-        if self.strategy == "auto" and self.operation.native is not None:
-            result = self.operation.native(self.spec, self.options, *tensors)
+        if self._native is not None:
+            result = self._native(self.spec, self.options, *tensors)
             if result is not NotImplemented:
                 return result
         key = (batch, first.device, first.dtype)

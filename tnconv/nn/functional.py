@@ -14,10 +14,11 @@ from typing import Optional
 
 import torch
 
-from ..compiler import compile
+from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import batched, require_tensor, spatial_ndim
+from ._call_cache import cached_call, shape_of
 from .autograd import convolve
 from .kfac_functional import kfac_reduce, kfc
 
@@ -44,6 +45,18 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
     (left, right) pairs, 'same' or 'valid'; `padding_mode` is one of 'zeros',
     'circular', 'reflect', 'replicate' (as the Conv modules).
     """
+    key = ("conv", shape_of(x), shape_of(weight), stride, padding, dilation, groups,
+           padding_mode, strategy)
+    forward, unbatched = cached_call(key, lambda: _conv_setup(
+        x, weight, stride, padding, dilation, groups, padding_mode, strategy))
+    x = x.unsqueeze(0) if unbatched else x
+    y = _add_bias(convolve(x, weight, forward), bias, forward.spec.out_channels, "tnconv.conv")
+    return y.squeeze(0) if unbatched else y
+
+
+def _conv_setup(x, weight, stride, padding, dilation, groups, padding_mode,
+                strategy) -> tuple[Compiled, bool]:
+    """Validate `conv`'s arguments; the compiled forward and whether x is unbatched."""
     op = "tnconv.conv"
     with error_context(op):
         weight = require_tensor(op, "weight", weight)
@@ -56,9 +69,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
         spec = ConvSpec(x.shape[1], weight.shape[0], tuple(weight.shape[2:]), tuple(x.shape[2:]),
                         stride=stride, padding=padding, dilation=dilation, groups=groups,
                         padding_mode=padding_mode)
-        y = convolve(x, weight, spec, strategy)
-        y = _add_bias(y, bias, spec.out_channels, op)
-    return y.squeeze(0) if unbatched else y
+        return compile("forward", spec, strategy=strategy), unbatched
 
 
 def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,

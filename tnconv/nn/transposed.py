@@ -29,6 +29,7 @@ from ..compiler import compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import batched, require_tensor, spatial_ndim
+from ._call_cache import cached_call, shape_of
 from .autograd import convolve
 from .derivatives import expect_shape, full_shape, output_of
 from .functional import _add_bias
@@ -62,12 +63,24 @@ def conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     `x` is [N, C_in, *spatial] (or unbatched), `weight` [C_in, C_out/groups, *kernel].
     """
     op = "tnconv.conv_transpose"
+    key = (op, shape_of(x), shape_of(weight), stride, padding, output_padding, groups, dilation,
+           strategy)
+    forward, unbatched = cached_call(key, lambda: _conv_transpose_setup(
+        x, weight, stride, padding, output_padding, groups, dilation, strategy))
+    x = x.unsqueeze(0) if unbatched else x
+    y = _add_bias(convolve(x, weight, forward), bias, forward.spec.out_channels, op)
+    return y.squeeze(0) if unbatched else y
+
+
+def _conv_transpose_setup(x, weight, stride, padding, output_padding, groups, dilation,
+                          strategy) -> tuple[Any, bool]:
+    """Validate `conv_transpose`'s arguments; the compiled forward and whether x is unbatched."""
+    op = "tnconv.conv_transpose"
     ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
     x, unbatched = batched(x, ndim, op, "x")
     spec = transposed_spec(op, x.shape, weight.shape, stride, padding, output_padding, groups,
                            dilation)
-    y = _add_bias(convolve(x, weight, spec, strategy), bias, spec.out_channels, op)
-    return y.squeeze(0) if unbatched else y
+    return compile("forward", spec, strategy=strategy), unbatched
 
 
 def conv_transpose_input_vjp(input_size: Sequence[int], weight: torch.Tensor,

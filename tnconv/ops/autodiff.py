@@ -90,11 +90,6 @@ def _weight_vjp_shape(spec: ConvSpec, batch: int, per_sample: Any) -> tuple[int,
     return ((batch,) if _per_sample_flag(per_sample) else ()) + spec.weight_shape
 
 
-def _native():
-    from .. import native
-
-    return native
-
 
 register(Operation(
     name="input_vjp",
@@ -104,7 +99,7 @@ register(Operation(
     result_shape=input_shape,
     description="vector-Jacobian product with respect to the input (cotangent grad_output)",
     batch_argument=1,
-    native=lambda spec, options, w, g: _native().conv_input_vjp(spec, options, w, g),
+    native="tnconv.native:conv_input_vjp",
 ))
 
 register(Operation(
@@ -117,7 +112,7 @@ register(Operation(
     description="vector-Jacobian product with respect to the weight "
                 "(per_sample=True keeps the batch leg: [N, *weight_shape])",
     defaults=(("per_sample", False),),
-    native=lambda spec, options, x, g: _native().conv_weight_vjp(spec, options, x, g),
+    native="tnconv.native:conv_weight_vjp",
 ))
 
 register(Operation(
@@ -127,7 +122,7 @@ register(Operation(
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), spec.weight_shape),
     result_shape=output_shape,
     description="Jacobian-vector product with respect to the input",
-    native=lambda spec, options, dx, w: _native().conv_forward(spec, options, dx, w),
+    native="tnconv.native:conv_forward",
 ))
 
 register(Operation(
@@ -138,5 +133,5 @@ register(Operation(
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), spec.weight_shape),
     result_shape=output_shape,
     description="Jacobian-vector product with respect to the weight",
-    native=lambda spec, options, x, dw: _native().conv_forward(spec, options, x, dw),
+    native="tnconv.native:conv_forward",
 ))

@@ -76,11 +76,6 @@ def unfold_network(spec: ConvSpec, batch: int) -> Network:
     ).pruned_sizes().validate()
 
 
-def _native():
-    from .. import native
-
-    return native
-
 
 def input_shape(spec: ConvSpec, batch: int) -> tuple[int, ...]:
     return (batch, spec.in_channels, *spec.input_size)  # type: ignore[misc]
@@ -102,7 +97,7 @@ register(Operation(
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), spec.weight_shape),
     result_shape=output_shape,
     description="convolution (or transposed convolution) of the input with the weight",
-    native=lambda spec, options, x, w: _native().conv_forward(spec, options, x, w),
+    native="tnconv.native:conv_forward",
 ))
 
 register(Operation(

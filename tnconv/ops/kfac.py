@@ -127,11 +127,6 @@ def factor_shape(spec: ConvSpec, batch: int, reduction: str = "mean", structure:
     return (*groups, d, d) if structure == "full" else (*groups, d)
 
 
-def _native():
-    from .. import kfac_native
-
-    return kfac_native
-
 
 def _input_shapes(spec: ConvSpec, batch: int, **_: object) -> tuple[tuple[int, ...], ...]:
     return (input_shape(spec, batch),)
@@ -147,7 +142,7 @@ register(Operation(
     result_shape=factor_shape,
     description="KFC (KFAC-expand) input factor [G, D, D]: Σ_{n,o} u uᵀ, normalised",
     defaults=_FACTOR_DEFAULTS,
-    native=lambda spec, options, x: _native().kfc(spec, options, x),
+    native="tnconv.kfac_native:kfc",
 ))
 
 register(Operation(
@@ -158,7 +153,7 @@ register(Operation(
     result_shape=factor_shape,
     description="KFAC-reduce input factor [G, D, D]: (1/N) Σ_n ū ūᵀ, ū = mean_o u",
     defaults=_FACTOR_DEFAULTS,
-    native=lambda spec, options, x: _native().kfac_reduce(spec, options, x),
+    native="tnconv.kfac_native:kfac_reduce",
 ))
 
 register(Operation(
@@ -169,7 +164,7 @@ register(Operation(
     result_shape=lambda spec, batch: (batch, spec.groups, prod(spec.output_size),
                                       _patch_length(spec)),
     description="patch matrix [N, G, ∏O, D] (unfolded input, per group)",
-    native=lambda spec, options, x: _native().patches(spec, options, x),
+    native="tnconv.kfac_native:patches",
 ))
 
 register(Operation(
@@ -179,5 +174,5 @@ register(Operation(
     argument_shapes=_input_shapes,
     result_shape=lambda spec, batch: (batch, spec.groups, _patch_length(spec)),
     description="patches averaged over output positions [N, G, D]",
-    native=lambda spec, options, x: _native().averaged_patches(spec, options, x),
+    native="tnconv.kfac_native:averaged_patches",
 ))

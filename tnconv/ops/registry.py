@@ -3,7 +3,8 @@
 An operation is a builder (spec, batch size, options) -> `Network`, the data
 roles it takes as arguments (in call order), the user-facing shapes of those
 arguments and of its result, and optionally a native torch route for
-`strategy="auto"`.
+`strategy="auto"`, named as "module:function" (signature (spec, options, *tensors),
+returning `NotImplemented` where it does not apply).
 
 >>> from tnconv.ops import get_operation
 >>> get_operation("forward").arguments
@@ -13,6 +14,7 @@ arguments and of its result, and optionally a native torch route for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any, Callable, Optional
 
 from ..errors import argument_error
@@ -36,7 +38,18 @@ class Operation:
     description: str
     defaults: tuple[tuple[str, Any], ...] = ()
     batch_argument: int = 0
-    native: Optional[Callable[..., Any]] = None
+    native: Optional[str] = None
+
+    def native_route(self) -> Optional[Callable[..., Any]]:
+        """The native torch route, imported on first use ("module:function" in `native`).
+
+        Kept as a name so the builders stay free of torch imports; the compiled
+        object resolves it once, so the per-call path does no import.
+        """
+        if self.native is None:
+            return None
+        module, _, function = self.native.partition(":")
+        return getattr(import_module(module), function)
 
     def options(self, given: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         """Merge `given` into the defaults; reject unknown names. Sorted and hashable."""

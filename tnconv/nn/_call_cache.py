@@ -1,0 +1,38 @@
+"""Call-site cache: raw public-function arguments -> validated, compiled set-up.
+
+A second call of `tnconv.conv` with the same shapes and hyper-parameters skips
+argument validation, `ConvSpec` construction and the compile lookup: one
+dictionary lookup on the raw arguments. Arguments that are not hashable (lists)
+simply bypass the cache.
+
+>>> cached_call(("demo", 1), lambda: "built")
+'built'
+>>> cached_call(("demo", [1]), lambda: "unhashable key, built again")
+'unhashable key, built again'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable, TypeVar
+
+from ..cache import LRUCache
+
+__all__ = ["cached_call", "shape_of"]
+
+T = TypeVar("T")
+_CALLS = LRUCache(name="calls")
+
+
+def shape_of(value: Any) -> Any:
+    """The shape of a tensor, or the value's type for anything else (never cached as valid)."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else type(value)
+
+
+def cached_call(key: Hashable, build: Callable[[], T]) -> T:
+    """`build()` once per hashable `key`; unhashable keys build every time."""
+    try:
+        hash(key)
+    except TypeError:
+        return build()
+    return _CALLS.get_or_create(key, build)
