@@ -109,8 +109,14 @@ class ExecutionPlan:
         result = registers[-1]
         if self.scale != 1:
             result = result * self.scale
-        result = result.reshape(self.result_shape)
-        return result.clone() if self._may_alias else result
+        if self._may_alias and _shares_memory(result, arguments):
+            return result.clone(memory_format=torch.contiguous_format).view(self.result_shape)
+        return result.contiguous().view(self.result_shape)
+
+
+def _shares_memory(result: torch.Tensor, arguments: tuple[torch.Tensor, ...]) -> bool:
+    storage = result.untyped_storage().data_ptr()
+    return any(storage == a.untyped_storage().data_ptr() for a in arguments)
 
 
 def plan_for(program: EinsumProgram, device: Any, dtype: torch.dtype) -> ExecutionPlan:

@@ -204,6 +204,51 @@ class Window:
 ViewStep = Union[Pad, Slice, Take, SplitLeg, Reshape, Window]
 
 
+def _before(step: ViewStep, pad: Pad) -> Any:
+    """`pad` expressed before `step` (so that pad-then-step equals step-then-pad), or None."""
+    if isinstance(step, Window):
+        if pad.dim < step.dim:
+            return pad
+        if pad.dim > step.dim + 1:
+            return Pad(pad.dim - 1, pad.left, pad.right, pad.mode)
+        return None
+    if isinstance(step, (Pad, Slice)) and step.dim != pad.dim:
+        return pad
+    return None
+
+
+def _insert(steps: list, step: ViewStep) -> list:
+    """Append `step`; a pad moves ahead of the windows and slices it commutes with."""
+    position = len(steps)
+    while isinstance(step, Pad) and position > 0:
+        earlier = _before(steps[position - 1], step)
+        if earlier is None:
+            break
+        step, position = earlier, position - 1
+    return steps[:position] + [step] + steps[position:]
+
+
+def _leading_zero_pads(steps: list) -> list:
+    pads = []
+    for step in steps:
+        if not (isinstance(step, Pad) and step.mode == "zeros"):
+            break
+        pads.append(step)
+    return pads
+
+
+def _pad_zeros(x: Any, pads: list) -> Any:
+    """Several zero pads on distinct-or-equal dims as one `F.pad` call."""
+    import torch.nn.functional as F
+
+    amounts = [0] * (2 * x.dim())
+    for pad in pads:
+        slot = 2 * (x.dim() - 1 - pad.dim)
+        amounts[slot] += pad.left
+        amounts[slot + 1] += pad.right
+    return F.pad(x, amounts)
+
+
 @dataclass(frozen=True)
 class View:
     """The caller's tensor reshaped to `base_shape`, then the `steps` applied in order."""
@@ -224,7 +269,15 @@ class View:
         return shapes
 
     def then(self, *steps: ViewStep) -> "View":
-        return View(self.base_shape, self.steps + tuple(steps))
+        """This view followed by `steps`; pads move ahead of earlier windows and slices.
+
+        Padding before the windows pads the small base tensor once, instead of
+        copying an already windowed (K-times larger) tensor.
+        """
+        result = list(self.steps)
+        for step in steps:
+            result = _insert(result, step)
+        return View(self.base_shape, tuple(result))
 
     def copied_elements(self) -> int:
         """Elements written by the steps that copy (pads, gathers, overlapping windows)."""
@@ -233,8 +286,14 @@ class View:
 
     def apply_torch(self, x: Any) -> Any:
         x = x.reshape(self.base_shape)
-        for step in self.steps:
-            x = step.torch(x)
+        steps = list(self.steps)
+        while steps:
+            zero_pads = _leading_zero_pads(steps)
+            if len(zero_pads) > 1:
+                x = _pad_zeros(x, zero_pads)
+                del steps[:len(zero_pads)]
+            else:
+                x = steps.pop(0).torch(x)
         return x
 
     def apply_numpy(self, x: np.ndarray) -> np.ndarray:

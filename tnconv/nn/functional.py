@@ -78,6 +78,15 @@ def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
 
     `x` is [N, C, *spatial]; the number of spatial dimensions is read from `x`.
     """
+    key = ("unfold", shape_of(x), kernel_size, stride, padding, dilation, padding_mode, strategy)
+    compiled = cached_call(key, lambda: _unfold_setup(x, kernel_size, stride, padding, dilation,
+                                                      padding_mode, strategy))
+    return compiled.run(x)
+
+
+def _unfold_setup(x, kernel_size, stride, padding, dilation, padding_mode,
+                  strategy) -> Compiled:
+    """Validate `unfold`'s arguments; the compiled unfold."""
     op = "tnconv.unfold"
     with error_context(op):
         x = require_tensor(op, "x", x)
@@ -87,4 +96,4 @@ def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
         if spec.ndim != ndim:
             raise argument_error(op, "kernel_size", kernel_size,
                                  f"an int or a tuple of {ndim} ints for a {ndim}d input")
-        return compile("unfold", spec, strategy=strategy)(x)
+        return compile("unfold", spec, strategy=strategy)
