@@ -4,7 +4,9 @@ A rule is a function `rule(net) -> Network | None` (None: it does not apply).
 A `RuleSet` is a named tuple of rules; `rewrite` runs the sets in order, each
 to a fixed point: it applies the first rule (in the set's order) whose result
 is not costlier than the current network (`tnconv.cost`), records the step
-and starts over, until no rule changes anything.
+and starts over, until no rule changes anything. Where no single step pays,
+it looks ahead along a short chain of steps and keeps the chain if its end is
+not costlier than its start.
 
 >>> from tnconv.spec import ConvSpec
 >>> from tnconv.ops.convolution import forward_network
@@ -121,6 +123,29 @@ def _first_step(net: Network, cost: Cost,
     return None
 
 
+def _chain(net: Network, cost: Cost, rule_set: RuleSet,
+           limit: int = 16) -> list[tuple[Rule, Network, Cost]]:
+    """Look ahead: apply the set's rules regardless of cost, up to `limit` steps.
+
+    Selection lowering pays off only once every spatial dimension is a view
+    (one dense pattern left still forces the contraction); a chain is kept
+    when it ends no costlier than it started, else nothing is returned.
+    """
+    chain: list[tuple[Rule, Network, Cost]] = []
+    current = net
+    for _ in range(limit):
+        applied = next(((rule, candidate) for rule in rule_set.rules
+                        for candidate in [rule(current)]
+                        if candidate is not None and candidate != current), None)
+        if applied is None:
+            break
+        current = applied[1]
+        chain.append((applied[0], current, network_cost(current)))
+        if chain[-1][2].not_worse_than(cost):
+            return chain
+    return []
+
+
 def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule]] = DEFAULT_RULES,
             *, max_steps: int = 200) -> RewriteResult:
     """Apply `rules` (rule sets in order, or one list of rules) to a fixed point."""
@@ -129,10 +154,11 @@ def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule
     for rule_set in _as_sets(rules):
         while len(steps) < max_steps:
             found = _first_step(net, cost, rule_set)
-            if found is None:
+            chain = [found] if found is not None else _chain(net, cost, rule_set)
+            if not chain:
                 break
-            rule, candidate, after = found
-            tensors, indices = _touched(net, candidate)
-            steps.append(Step(rule.__name__, tensors, indices, cost, after))
-            net, cost = candidate, after
+            for rule, candidate, after in chain:
+                tensors, indices = _touched(net, candidate)
+                steps.append(Step(rule.__name__, tensors, indices, cost, after))
+                net, cost = candidate, after
     return RewriteResult(net, tuple(steps), original)
