@@ -25,6 +25,7 @@ from typing import Any, Optional
 import torch
 
 from . import kfac_native
+from .call_cache import cached_call
 from .compiler import STRATEGIES, compile
 from .errors import argument_error
 from .ops.kfac import REDUCTIONS, STRUCTURES
@@ -35,12 +36,22 @@ __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches", "factor", "patch
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 #: Upper bound of the default chunk (elements of the unfolded input of one chunk).
 _DEFAULT_CHUNK_ELEMENTS = 2 ** 22
+#: Below this many unfolded elements (1 MiB in fp32) one chunk is cheaper than several.
+_SMALL_UNFOLD_ELEMENTS = 2 ** 18
 
 
 def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
-    from ._torch_modules import spec_from_module
+    """The spec of `conv` at input `x` (cached on the module's hyper-parameters and x's shape)."""
+    from ._torch_modules import CONV_TYPES, TRANSPOSED_TYPES, spec_from_module
 
-    spec = spec_from_module(ConvSpec, conv, x, operation=op)
+    build = lambda: spec_from_module(ConvSpec, conv, x, operation=op)  # noqa: E731
+    if isinstance(conv, CONV_TYPES + TRANSPOSED_TYPES) and isinstance(x, torch.Tensor):
+        key = ("module_spec", op, type(conv), conv.in_channels, conv.out_channels,
+               conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
+               conv.padding_mode, conv.output_padding, tuple(x.shape))
+        spec = cached_call(key, build)
+    else:
+        spec = build()
     return spec, (x.unsqueeze(0) if x.dim() == spec.ndim + 1 else x)
 
 
@@ -80,9 +91,15 @@ def _per_sample(spec: ConvSpec, strategy: str, options: dict) -> int:
 
 
 def _chunk(spec: ConvSpec, batch: int, per_sample: int, max_intermediate: Optional[int]) -> int:
-    """Samples per chunk: at most `max_intermediate` elements, by default a quarter batch."""
+    """Samples per chunk: at most `max_intermediate` elements.
+
+    By default a quarter batch (at most 2**22 elements), or the whole batch when
+    its unfolded input is small anyway.
+    """
     if max_intermediate is None:
-        max_intermediate = min(_DEFAULT_CHUNK_ELEMENTS, -(-batch * per_sample // 4))
+        total = batch * per_sample
+        max_intermediate = (total if total <= _SMALL_UNFOLD_ELEMENTS
+                            else min(_DEFAULT_CHUNK_ELEMENTS, -(-total // 4)))
     return max(1, min(batch, max_intermediate // per_sample))
 
 
@@ -173,7 +190,8 @@ def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[b
     `structure="diagonal"` returns only the diagonal [G, D]. fp16/bf16 inputs
     accumulate in fp32 and the result is fp32 unless `dtype` is given.
     `max_intermediate` (elements) bounds the unfolded chunk; by default a chunk
-    is a quarter of the batch, at most 2**22 elements.
+    is a quarter of the batch, at most 2**22 elements (the whole batch when its
+    unfolded input has at most 2**18 elements).
     """
     op = "tnconv.kfc"
     with error_context(op):

@@ -18,7 +18,7 @@ from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import batched, require_tensor, spatial_ndim
-from ._call_cache import cached_call, shape_of
+from ..call_cache import cached_call, shape_of
 from .autograd import convolve
 from .kfac_functional import kfac_reduce, kfc
 

@@ -29,7 +29,7 @@ from ..compiler import compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import batched, require_tensor, spatial_ndim
-from ._call_cache import cached_call, shape_of
+from ..call_cache import cached_call, shape_of
 from .autograd import convolve
 from .derivatives import expect_shape, full_shape, output_of
 from .functional import _add_bias

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Hashable, TypeVar
 
-from ..cache import LRUCache
+from .cache import LRUCache
 
 __all__ = ["cached_call", "shape_of"]
 
