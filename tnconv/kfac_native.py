@@ -141,12 +141,31 @@ def _summed_pattern(pattern: IndexPattern, transposed: bool, device: Any, dtype:
     return _COUNTS.get_or_create((pattern, transposed, str(device), dtype), build)
 
 
+def _window_sum_pays(pattern: IndexPattern, spec: ConvSpec, y: torch.Tensor) -> bool:
+    """Few rows of data (long 1d signals): summing windows reads less than the [K, I] counts."""
+    rows = y.numel() // pattern.input_size
+    return not spec.transposed and pattern.mode == "zeros" and rows < pattern.kernel_size
+
+
+def _window_sum(y: torch.Tensor, pattern: IndexPattern) -> torch.Tensor:
+    """Σ_o of the zero-padded sliding windows along the last dimension: [..., K]."""
+    left, right = pattern.padding
+    span = (pattern.kernel_size - 1) * pattern.dilation + 1
+    padded = torch.nn.functional.pad(y, (left, right)) if left or right else y
+    windows = padded.unfold(-1, span, pattern.stride)[..., ::pattern.dilation]
+    return windows[..., :pattern.output_size, :].sum(-2)
+
+
 def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one matmul per spatial dimension."""
     sizes = spec.input_size
     y = x.reshape(-1, *sizes)
     for d in reversed(range(spec.ndim)):
-        counts = _summed_pattern(spec.patterns()[d], spec.transposed, x.device, x.dtype)
+        pattern = spec.patterns()[d]
+        if d == spec.ndim - 1 and _window_sum_pays(pattern, spec, y):
+            y = _window_sum(y, pattern)
+            continue
+        counts = _summed_pattern(pattern, spec.transposed, x.device, x.dtype)
         if d == spec.ndim - 1:
             y = torch.matmul(y, counts.T)  # [M, I1…I(N-1), K_N], x read in place
         else:
