@@ -26,7 +26,7 @@ from .execute import ExecutionPlan, plan_for
 from .lower import EinsumProgram, lower
 from .network import Network
 from .ops import Operation, get_operation
-from .rewrite import EXPORT_RULES, RewriteResult, rewrite
+from .rewrite import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
 from .spec import ConvSpec
 
 __all__ = ["Compiled", "compile", "STRATEGIES"]
@@ -71,7 +71,7 @@ class Compiled:
     def rewrite_result(self, batch_size: int | None = None) -> RewriteResult:
         """The rewrite of the builder's network: result and steps, cached per batch size."""
         batch = self.batch_size if batch_size is None else batch_size
-        return self._rewrites.get_or_create(batch, lambda: rewrite(self.input_network(batch)))
+        return self._rewrites.get_or_create(batch, lambda: best_rewrite(self.input_network(batch)))
 
     def network(self, batch_size: int | None = None) -> Network:
         """The network that is lowered (after the rewrites, when enabled)."""

@@ -3,7 +3,8 @@
 opt_einsum planned the contraction path at lowering time; here the plan becomes
 a list of pairwise `torch.einsum` calls on the caller's device and dtype.
 Steps whose operands are all constants run once when the plan is built, so the
-per-call work is only the steps that touch data. Plain torch calls (no
+per-call work is only the steps that touch data. Two copies of one argument
+meeting in a step (KFC) run as one Gram product (`tnconv.gram`). Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
 >>> import torch
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
 from .cache import LRUCache
 from .constants import to_torch
+from .gram import GramStep, gram_step
 from .lower import EinsumProgram
 
 __all__ = ["ExecutionPlan", "plan_for"]
@@ -39,6 +41,9 @@ _PLANS = LRUCache(name="plans")
 class _Step:
     inputs: tuple[int, ...]
     equation: str
+
+    def __call__(self, registers: list[Any]) -> torch.Tensor:
+        return torch.einsum(self.equation, *[registers[r] for r in self.inputs])
 
 
 def _local_equation(inputs: list[tuple[str, ...]], output: tuple[str, ...]) -> str:
@@ -62,7 +67,11 @@ class ExecutionPlan:
         self.result_shape = program.result_shape
         self.scale = program.scale
         self._registers: list[Any] = [None] * len(self.argument_shapes)
-        self._steps: list[_Step] = []
+        self._steps: list[Any] = []
+        keys = list(zip(self.argument_of, self.argument_shapes, self.argument_views))
+        #: Data operands that are the same view of the same argument as an earlier one.
+        self._same_as = {pos: keys.index(key) for pos, key in enumerate(keys)
+                         if keys.index(key) != pos}
         self._build(device, dtype)
 
     def _build(self, device: torch.device, dtype: torch.dtype) -> None:
@@ -89,23 +98,38 @@ class ExecutionPlan:
                 torch.einsum(equation, *[self._registers[r] for r in registers])
                 if constant else None)
             if not constant:
-                self._steps.append(_Step(registers, equation))
+                self._steps.append(self._gram(taken, out) or _Step(registers, equation))
             live.append((len(self._registers) - 1, out, constant))
         self._step_outputs = [
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
         self._data_step_outputs = [
             reg for reg in self._step_outputs if self._registers[reg] is None]
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
-        self._may_alias = self.scale == 1 and all(len(s.inputs) == 1 for s in self._steps)
+        self._may_alias = self.scale == 1 and all(
+            isinstance(s, _Step) and len(s.inputs) == 1 for s in self._steps)
+
+    def _gram(self, taken: list, out: tuple[str, ...]) -> Optional[GramStep]:
+        """A Gram step where two copies of one argument operand meet (KFC's Uᵀ U)."""
+        if len(taken) != 2:
+            return None
+        (first, legs, _), (second, copy_legs, _) = taken
+        if second in self._same_as:
+            first, second, legs, copy_legs = second, first, copy_legs, legs
+        if first not in self._same_as or self._same_as[first] != second:
+            return None
+        return gram_step(legs, copy_legs, self.argument_shapes[first], out, register=first)
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         registers = list(self._registers)
         for pos, (which, shape, view) in enumerate(
                 zip(self.argument_of, self.argument_shapes, self.argument_views)):
+            if pos in self._same_as:
+                registers[pos] = registers[self._same_as[pos]]
+                continue
             argument = arguments[which]
             registers[pos] = argument.reshape(shape) if view is None else view.apply_torch(argument)
         for step, out in zip(self._steps, self._data_step_outputs):
-            registers[out] = torch.einsum(step.equation, *[registers[r] for r in step.inputs])
+            registers[out] = step(registers)
         result = registers[-1]
         if self.scale != 1:
             result = result * self.scale

@@ -28,14 +28,13 @@ from typing import Any
 import torch
 
 from .cache import LRUCache
+from .gram import add_symmetric_product, mirror_upper
 from .index_pattern import IndexPattern
 from .native import pad_input
 from .spec import ConvSpec
 
 __all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce"]
 
-#: Target rows per block of the symmetric product (smaller blocks lose GEMM speed).
-_BLOCK_ROWS = 128
 _COUNTS = LRUCache(name="summed_patterns")
 
 
@@ -67,27 +66,6 @@ def _patch_rows(spec: ConvSpec, x: torch.Tensor) -> torch.Tensor:
     return view.permute(order).reshape(g, -1, x.shape[0] * prod(spec.output_size))
 
 
-def _add_symmetric_product(out: torch.Tensor, u: torch.Tensor) -> None:
-    """out += u @ uᵀ per group, on the blocks on and above the diagonal only."""
-    d = u.shape[1]
-    edges = _block_edges(d)
-    for a, b in zip(edges, edges[1:]):
-        out[:, a:b, a:].baddbmm_(u[:, a:b], u[:, a:].transpose(1, 2))
-
-
-def _mirror(out: torch.Tensor) -> torch.Tensor:
-    """Copy the block upper triangle onto the lower one."""
-    edges = _block_edges(out.shape[1])
-    for a, b in zip(edges, edges[1:]):
-        out[:, b:, a:b] = out[:, a:b, b:].transpose(1, 2)
-    return out
-
-
-def _block_edges(d: int) -> list[int]:
-    blocks = max(1, round(d / _BLOCK_ROWS))
-    return [d * b // blocks for b in range(blocks + 1)]
-
-
 def _scale(spec: ConvSpec, batch: int, options: dict) -> float:
     count = {"mean": batch * prod(spec.output_size), "batch": batch, "sum": 1}
     groups = spec.groups ** 2 if options["group_average"] else 1
@@ -107,11 +85,11 @@ def kfc(spec: ConvSpec, options: dict, x: torch.Tensor, chunk: int | None = None
         if options["group_average"]:
             u = u.sum(0, keepdim=True)
         if full:
-            _add_symmetric_product(out, u)
+            add_symmetric_product(out, u)
         else:
             out += torch.linalg.vecdot(u, u)
         del u
-    result = (_mirror(out) if full else out).mul_(_scale(spec, x.shape[0], options))
+    result = (mirror_upper(out) if full else out).mul_(_scale(spec, x.shape[0], options))
     return result[0] if options["group_average"] else result
 
 

@@ -28,7 +28,7 @@ from .passes import (constant_fusion, downsampling, full_extent_kernel, identity
                      selection_lowering, squeeze_size_one)
 
 __all__ = ["Rule", "RuleSet", "Step", "RewriteResult", "rewrite", "CLEANUP", "CONNECTIVITY",
-           "FUSION", "SELECTION", "DEFAULT_RULES", "EXPORT_RULES"]
+           "FUSION", "SELECTION", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
 
 Rule = Callable[[Network], Optional[Network]]
 
@@ -50,6 +50,9 @@ SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
 
 #: Everything, cheapest rewrites first; the general window views last.
 DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)
+#: Phase orders `best_rewrite` compares: fusing patterns first can block the
+#: window views that make KFC a single Gram product, and the other way round.
+REWRITE_ORDERS = (DEFAULT_RULES, (CONNECTIVITY, SELECTION, FUSION))
 #: The rules that introduce no data views: a plain dense einsum for export.
 EXPORT_RULES = (CLEANUP, FUSION)
 
@@ -162,3 +165,10 @@ def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule
                 steps.append(Step(rule.__name__, tensors, indices, cost, after))
                 net, cost = candidate, after
     return RewriteResult(net, tuple(steps), original)
+
+
+def best_rewrite(net: Network, orders: Sequence[Sequence[RuleSet]] = REWRITE_ORDERS) -> RewriteResult:
+    """Rewrite with each phase order and keep the cheapest result (the first on a tie)."""
+    results = [rewrite(net, order) for order in orders]
+    return min(results, key=lambda r: (network_cost(r.network).total,
+                                       network_cost(r.network).largest_intermediate))

@@ -1,0 +1,98 @@
+"""Gram steps: a contraction of a tensor with an identical copy of itself.
+
+KFC contracts two copies of the (viewed) input over the batch and output legs
+and keeps the channel and kernel legs of each copy: S = Uᵀ U. `torch.einsum`
+would lay out each copy separately (two copies of the unfolded input); here the
+operand is laid out once as [batch, contracted, free] and multiplied with its
+own transpose, block upper triangle only (the product is symmetric).
+
+>>> import torch
+>>> step = gram_step(("n", "c", "o"), ("n", "d", "o"), (2, 3, 4), ("c", "d"), register=0)
+>>> u = torch.rand(2, 3, 4, dtype=torch.float64)
+>>> torch.allclose(step([u]), torch.einsum("nco,ndo->cd", u, u))
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Optional, Sequence
+
+import torch
+
+__all__ = ["GramStep", "gram_step", "add_symmetric_product", "mirror_upper"]
+
+#: Target rows per block of the symmetric product (smaller blocks lose GEMM speed).
+_BLOCK_ROWS = 128
+
+
+def _block_edges(d: int) -> list[int]:
+    blocks = max(1, round(d / _BLOCK_ROWS))
+    return [d * b // blocks for b in range(blocks + 1)]
+
+
+def add_symmetric_product(out: torch.Tensor, u: torch.Tensor) -> None:
+    """out += u @ uᵀ per batch entry ([B, D, R] -> [B, D, D]), on the blocks on and above
+    the diagonal only (about half the multiplications); `mirror_upper` completes it."""
+    edges = _block_edges(u.shape[1])
+    for a, b in zip(edges, edges[1:]):
+        out[:, a:b, a:].baddbmm_(u[:, a:b], u[:, a:].transpose(1, 2))
+
+
+def mirror_upper(out: torch.Tensor) -> torch.Tensor:
+    """Copy the block upper triangle written by `add_symmetric_product` onto the lower one."""
+    edges = _block_edges(out.shape[1])
+    for a, b in zip(edges, edges[1:]):
+        out[:, b:, a:b] = out[:, a:b, b:].transpose(1, 2)
+    return out
+
+
+@dataclass(frozen=True)
+class GramStep:
+    """R[batch…, free…, free'…] = Σ_contracted A[…] A'[…], then permuted to the step's output."""
+
+    register: int
+    permutation: tuple[int, ...]
+    matrix_shape: tuple[int, int, int]
+    result_shape: tuple[int, ...]
+    output_permutation: tuple[int, ...]
+
+    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
+        a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
+        product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[2], self.matrix_shape[2])
+        add_symmetric_product(product, a.transpose(1, 2))
+        product = mirror_upper(product).reshape(self.result_shape)
+        return product.permute(self.output_permutation)
+
+
+def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[int, ...],
+              output: tuple[str, ...], register: int) -> Optional[GramStep]:
+    """A `GramStep` if contracting `legs` with an identical tensor carrying `copy_legs` is one.
+
+    Positions where the two copies share a leg are batch legs (kept in the
+    output) or contracted legs (summed); every other position must be a free
+    leg on each copy, kept in the output. Returns None otherwise.
+    """
+    batch, contracted, free = [], [], []
+    for pos, (leg, copy_leg) in enumerate(zip(legs, copy_legs)):
+        if leg == copy_leg:
+            (batch if leg in output else contracted).append(pos)
+        elif leg in output and copy_leg in output and leg not in copy_legs:
+            free.append(pos)
+        else:
+            return None
+    if not free or not contracted:
+        return None
+    order = ([legs[p] for p in batch] + [legs[p] for p in free]
+             + [copy_legs[p] for p in free])
+    if sorted(order) != sorted(output) or len(set(order)) != len(order):
+        return None
+    size = lambda positions: prod(shape[p] for p in positions)  # noqa: E731
+    return GramStep(
+        register=register,
+        permutation=tuple(batch + contracted + free),
+        matrix_shape=(size(batch), size(contracted), size(free)),
+        result_shape=tuple(shape[p] for p in batch + free + free),
+        output_permutation=tuple(order.index(leg) for leg in output),
+    )
