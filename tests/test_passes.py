@@ -11,9 +11,9 @@ from tests.rewrite_helpers import case, reference, same_value, value
 from tnconv.cost import network_cost
 from tnconv.passes import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
-                           selection_lowering, squeeze_size_one)
+                           scatter_to_gather, selection_lowering, squeeze_size_one)
 from tnconv.passes.fusion import FusedConstant
-from tnconv.rewrite import rewrite
+from tnconv.rewrite import SELECTION, rewrite
 
 C = dict(in_channels=2, out_channels=4)
 
@@ -130,3 +130,44 @@ def test_pattern_legs_are_read_by_position_for_transposed_specs():
     out = non_overlapping_patches(net)
     assert "Π1" not in [t.name for t in out.tensors] and ("i1", "k1") == out.output[3:5]
     same_value(net, out, "forward", args)
+
+
+SCATTERS = [
+    ("input_vjp", dict(kernel_size=3, stride=2, padding=1, input_size=(32,))),
+    ("input_vjp", dict(kernel_size=(4, 3), stride=(2, 3), dilation=(1, 2),
+                       padding=((1, 2), (0, 1)), input_size=(11, 10))),
+    ("input_vjp", dict(kernel_size=2, padding=3, input_size=(5,))),  # padding past the reach
+    ("forward", dict(kernel_size=4, stride=2, padding=1, input_size=(5, 6), transposed=True)),
+    ("fold", dict(kernel_size=3, stride=2, padding=1, input_size=(8,), out_channels=2)),
+]
+
+
+@pytest.mark.parametrize("op, spec", SCATTERS)
+def test_scatter_to_gather_keeps_value_and_reaches_a_fixed_point(op, spec):
+    net, _, args = case(op, batch=2, **{**C, **spec})
+    once = scatter_to_gather(net)
+    assert once is not None and once != net
+    same_value(net, once, op, args)
+    fixed = rewrite(net, rules=[scatter_to_gather]).network
+    assert rewrite(fixed, rules=[scatter_to_gather]).steps == ()
+    same_value(net, fixed, op, args)
+    lowered = rewrite(net, rules=[SELECTION])  # the chain is kept only where it pays
+    assert network_cost(lowered.network).not_worse_than(network_cost(net))
+    same_value(net, lowered.network, op, args)
+
+
+@pytest.mark.parametrize("op, spec", [SCATTERS[0], SCATTERS[3]])
+def test_scatter_to_gather_then_windows_pay(op, spec):
+    net, _, _ = case(op, batch=2, **{**C, **spec})
+    rules = [s.rule for s in rewrite(net, rules=[SELECTION]).steps]
+    assert "scatter_to_gather" in rules and "selection_lowering" in rules
+
+
+@pytest.mark.parametrize("op, spec", [
+    ("input_vjp", dict(kernel_size=3, padding=1, padding_mode="circular", input_size=(9,))),
+    ("forward", dict(kernel_size=3, stride=2, padding=1, input_size=(9,))),  # gathers
+    ("weight_vjp", dict(kernel_size=3, stride=2, padding=1, input_size=(9,))),
+])
+def test_scatter_to_gather_only_on_zero_padded_scatters(op, spec):
+    net, _, _ = case(op, batch=2, **{**C, **spec})
+    assert scatter_to_gather(net) is None

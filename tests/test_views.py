@@ -17,7 +17,7 @@ from tnconv.lower import lower
 from tnconv.network import Network, Tensor
 from tnconv.passes import slice_index
 from tnconv.passes.slicing import SlicedConstant
-from tnconv.views import Pad, Reshape, Slice, SplitLeg, Take, View, Window
+from tnconv.views import Dilate, Flip, Pad, Reshape, Slice, SplitLeg, Take, View, Window
 
 
 def _both(view: View, x: torch.Tensor) -> torch.Tensor:
@@ -103,3 +103,19 @@ def test_slice_index_rejects_bad_positions(bad):
         slice_index(net, "i1", bad)
     with pytest.raises(tnconv.TNConvError, match="index"):
         slice_index(net, "nope", [0])
+
+
+def test_flip_and_dilate():
+    x = torch.arange(6.0, dtype=torch.float64).reshape(2, 3)
+    assert _both(View((2, 3), (Flip(1),)), x).tolist() == [[2.0, 1.0, 0.0], [5.0, 4.0, 3.0]]
+    dilated = _both(View((2, 3), (Dilate(1, 3),)), x)
+    assert dilated.tolist() == [[0, 0, 0, 1, 0, 0, 2], [3, 0, 0, 4, 0, 0, 5]]
+    assert View((2, 3), (Flip(1), Dilate(0, 2))).copied_elements() == 6 + 9
+
+
+def test_pads_move_ahead_of_windows_they_commute_with():
+    view = View((4, 8, 9)).then(Pad(1, 1, 1), Window(1, 3, 1), Pad(3, 2, 0))
+    assert view.steps == (Pad(2, 2, 0), Pad(1, 1, 1), Window(1, 3, 1))
+    x = rand(4, 8, 9)
+    naive = Window(1, 3, 1).torch(Pad(1, 1, 1).torch(x))
+    assert_close(_both(view, x), Pad(3, 2, 0).torch(naive))

@@ -25,7 +25,7 @@ from .cost import Cost, network_cost
 from .network import Network
 from .passes import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
                      merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
-                     selection_lowering, squeeze_size_one)
+                     scatter_to_gather, selection_lowering, squeeze_size_one)
 
 __all__ = ["Rule", "RuleSet", "Step", "RewriteResult", "rewrite", "CLEANUP", "CONNECTIVITY",
            "FUSION", "SELECTION", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
@@ -46,7 +46,7 @@ CONNECTIVITY = RuleSet("connectivity", (
     identity_pruning, one_by_one_kernel, full_extent_kernel, non_overlapping_patches,
     downsampling) + CLEANUP.rules[1:])
 FUSION = RuleSet("fusion", (constant_fusion,) + CLEANUP.rules)
-SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
+SELECTION = RuleSet("selection", (selection_lowering, scatter_to_gather) + CLEANUP.rules)
 
 #: Everything, cheapest rewrites first; the general window views last.
 DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)

@@ -1,4 +1,4 @@
-"""Views of a caller's data tensor: pad, slice, take, split, reshape and sliding windows.
+"""Views of a caller's data tensor: pad, slice, take, split, reshape, windows, flip, dilate.
 
 Rewrite rules replace an index pattern contracted with a data tensor by a view
 of that tensor. A `View` records the shape the caller's argument is reshaped to
@@ -24,7 +24,8 @@ import numpy as np
 
 from .index_pattern import IndexPattern
 
-__all__ = ["Pad", "Slice", "Take", "SplitLeg", "Reshape", "Window", "View", "ViewStep"]
+__all__ = ["Pad", "Slice", "Take", "SplitLeg", "Reshape", "Window", "Flip", "Dilate", "View",
+           "ViewStep"]
 
 
 def _at(shape: tuple[int, ...], dim: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -201,7 +202,52 @@ class Window:
                 f"dilation {self.dilation})")
 
 
-ViewStep = Union[Pad, Slice, Take, SplitLeg, Reshape, Window]
+@dataclass(frozen=True)
+class Flip:
+    """Reverse dimension `dim` (a copy: torch has no negative strides)."""
+
+    dim: int
+    copies = True
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return shape
+
+    def torch(self, x: Any) -> Any:
+        return x.flip(self.dim)
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        return np.flip(x, self.dim)
+
+    def describe(self) -> str:
+        return f"flip(dim {self.dim})"
+
+
+@dataclass(frozen=True)
+class Dilate:
+    """Spread dimension `dim` out by `factor`: position p moves to p·factor, zeros between."""
+
+    dim: int
+    factor: int
+    copies = True
+
+    def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return _at(shape, self.dim, ((shape[self.dim] - 1) * self.factor + 1,))
+
+    def torch(self, x: Any) -> Any:
+        out = x.new_zeros(self.out_shape(tuple(x.shape)))
+        out[_slicer(self.dim, slice(None, None, self.factor))] = x
+        return out
+
+    def numpy(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(self.out_shape(x.shape), dtype=x.dtype)
+        out[_slicer(self.dim, slice(None, None, self.factor))] = x
+        return out
+
+    def describe(self) -> str:
+        return f"dilate(dim {self.dim}, ×{self.factor})"
+
+
+ViewStep = Union[Pad, Slice, Take, SplitLeg, Reshape, Window, Flip, Dilate]
 
 
 def _before(step: ViewStep, pad: Pad) -> Any:

@@ -10,16 +10,19 @@ from .cleanup import identity_pruning, merge_parallel_legs, squeeze_size_one
 from .connectivity import (downsampling, full_extent_kernel, non_overlapping_patches,
                            one_by_one_kernel)
 from .fusion import FusedConstant, constant_fusion
+from .scatter import scatter_to_gather
 from .selection import selection_lowering
 from .slicing import SlicedConstant, slice_index
 
 __all__ = [
     "RULES", "FusedConstant", "SlicedConstant", "constant_fusion", "downsampling",
     "full_extent_kernel", "identity_pruning", "merge_parallel_legs", "non_overlapping_patches",
-    "one_by_one_kernel", "selection_lowering", "slice_index", "squeeze_size_one",
+    "one_by_one_kernel", "scatter_to_gather", "selection_lowering", "slice_index",
+    "squeeze_size_one",
 ]
 
 #: Every rule by name.
 RULES = {rule.__name__: rule for rule in (
     identity_pruning, squeeze_size_one, merge_parallel_legs, non_overlapping_patches,
-    downsampling, full_extent_kernel, one_by_one_kernel, constant_fusion, selection_lowering)}
+    downsampling, full_extent_kernel, one_by_one_kernel, constant_fusion, scatter_to_gather,
+    selection_lowering)}
