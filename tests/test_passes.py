@@ -13,7 +13,7 @@ from tnconv.passes import (constant_fusion, downsampling, full_extent_kernel, id
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
                            scatter_to_gather, selection_lowering, squeeze_size_one)
 from tnconv.passes.fusion import FusedConstant
-from tnconv.rewrite import SELECTION, rewrite
+from tnconv.rewrite import SCATTER, rewrite
 
 C = dict(in_channels=2, out_channels=4)
 
@@ -151,7 +151,7 @@ def test_scatter_to_gather_keeps_value_and_reaches_a_fixed_point(op, spec):
     fixed = rewrite(net, rules=[scatter_to_gather]).network
     assert rewrite(fixed, rules=[scatter_to_gather]).steps == ()
     same_value(net, fixed, op, args)
-    lowered = rewrite(net, rules=[SELECTION])  # the chain is kept only where it pays
+    lowered = rewrite(net, rules=[SCATTER])  # the chain is kept only where it pays
     assert network_cost(lowered.network).not_worse_than(network_cost(net))
     same_value(net, lowered.network, op, args)
 
@@ -159,7 +159,7 @@ def test_scatter_to_gather_keeps_value_and_reaches_a_fixed_point(op, spec):
 @pytest.mark.parametrize("op, spec", [SCATTERS[0], SCATTERS[3]])
 def test_scatter_to_gather_then_windows_pay(op, spec):
     net, _, _ = case(op, batch=2, **{**C, **spec})
-    rules = [s.rule for s in rewrite(net, rules=[SELECTION]).steps]
+    rules = [s.rule for s in rewrite(net, rules=[SCATTER]).steps]
     assert "scatter_to_gather" in rules and "selection_lowering" in rules
 
 

@@ -208,3 +208,17 @@ def test_lookahead_lowers_every_dimension_when_only_the_chain_pays():
     x = rand(2, 3, 8, 16, 16)
     assert_close(tnconv.unfold(x, 3, padding=1, strategy="tn"),
                  reference("unfold", spec, [x]))
+
+
+def test_huge_dense_scatter_pattern_is_avoided():
+    """The input VJP of a 16,000-sample 1d conv: the dense pattern would be 10×3199×16000."""
+    spec = tnconv.ConvSpec(1, 8, kernel_size=10, stride=5, input_size=(16000,))
+    compiled = tnconv.compile("input_vjp", spec, strategy="tn", batch_size=2)
+    program = compiled.program
+    assert all(prod(op.shape) < 2 ** 24 for op in program.constants)
+    assert "scatter_to_gather" in [s.rule for s in compiled.rewrite_result().steps]
+    small = tnconv.compile("input_vjp", spec.replace(input_size=(64,)), strategy="tn")
+    assert "scatter_to_gather" not in [s.rule for s in small.rewrite_result().steps]
+    w, dy = rand(8, 1, 10), rand(2, 8, 3199)
+    expected = torch.nn.grad.conv1d_input((2, 1, 16000), w, dy, stride=5)
+    assert_close(compiled(w, dy), expected)

@@ -4,7 +4,8 @@ opt_einsum planned the contraction path at lowering time; here the plan becomes
 a list of pairwise `torch.einsum` calls on the caller's device and dtype.
 Steps whose operands are all constants run once when the plan is built, so the
 per-call work is only the steps that touch data. Two copies of one argument
-meeting in a step (KFC) run as one Gram product (`tnconv.gram`). Plain torch calls (no
+meeting in a step (KFC) run as one Gram product (`tnconv.gram`); overlapping
+window views summed against the weight's taps run tap by tap (`tnconv.tap_loop`). Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
 >>> import torch
@@ -22,6 +23,7 @@ True
 from __future__ import annotations
 
 import string
+from math import prod
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -30,6 +32,7 @@ import torch
 from .cache import LRUCache
 from .constants import to_torch
 from .gram import GramStep, gram_step
+from .tap_loop import TapLoopStep, tap_loop_step
 from .lower import EinsumProgram
 
 __all__ = ["ExecutionPlan", "plan_for"]
@@ -98,7 +101,8 @@ class ExecutionPlan:
                 torch.einsum(equation, *[self._registers[r] for r in registers])
                 if constant else None)
             if not constant:
-                self._steps.append(self._gram(taken, out) or _Step(registers, equation))
+                self._steps.append(self._gram(taken, out) or self._tap_loop(taken, out)
+                                   or _Step(registers, equation))
             live.append((len(self._registers) - 1, out, constant))
         self._step_outputs = [
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
@@ -118,6 +122,20 @@ class ExecutionPlan:
         if first not in self._same_as or self._same_as[first] != second:
             return None
         return gram_step(legs, copy_legs, self.argument_shapes[first], out, register=first)
+
+    def _tap_loop(self, taken: list, out: tuple[str, ...]) -> Optional[TapLoopStep]:
+        """A tap loop where overlapping windows of an argument meet the weight's taps."""
+        if len(taken) != 2:
+            return None
+        for (reg, legs, _), (other, other_legs, _) in (taken, taken[::-1]):
+            view = self.argument_views[reg] if reg < len(self.argument_views) else None
+            if view is None or prod(view.shape) < 2 * prod(view.base_shape):
+                continue
+            sizes = dict(zip(legs, view.shape))
+            step = tap_loop_step(reg, legs, other, other_legs, out, sizes, view.tap_dims())
+            if step is not None:
+                return step
+        return None
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         registers = list(self._registers)

@@ -19,6 +19,7 @@ not costlier than its start.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 from typing import Callable, Optional, Sequence, Union
 
 from .cost import Cost, network_cost
@@ -28,7 +29,7 @@ from .passes import (constant_fusion, downsampling, full_extent_kernel, identity
                      scatter_to_gather, selection_lowering, squeeze_size_one)
 
 __all__ = ["Rule", "RuleSet", "Step", "RewriteResult", "rewrite", "CLEANUP", "CONNECTIVITY",
-           "FUSION", "SELECTION", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
+           "FUSION", "SELECTION", "SCATTER", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
 
 Rule = Callable[[Network], Optional[Network]]
 
@@ -46,7 +47,11 @@ CONNECTIVITY = RuleSet("connectivity", (
     identity_pruning, one_by_one_kernel, full_extent_kernel, non_overlapping_patches,
     downsampling) + CLEANUP.rules[1:])
 FUSION = RuleSet("fusion", (constant_fusion,) + CLEANUP.rules)
-SELECTION = RuleSet("selection", (selection_lowering, scatter_to_gather) + CLEANUP.rules)
+SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
+#: Selection lowering that also turns scattering patterns into gathering ones. The
+#: resulting window views of the dilated cotangent are slower than the dense pattern
+#: on ordinary layers, so this set is used only to avoid a huge dense pattern.
+SCATTER = RuleSet("scatter", (selection_lowering, scatter_to_gather) + CLEANUP.rules)
 
 #: Everything, cheapest rewrites first; the general window views last.
 DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)
@@ -167,8 +172,27 @@ def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule
     return RewriteResult(net, tuple(steps), original)
 
 
+#: Dense constants larger than this (elements; 64 MiB in fp32) are avoided where a
+#: rewrite can avoid them, even at some cost in time.
+DENSE_LIMIT = 2 ** 24
+
+
+def _largest_constant(net: Network) -> int:
+    return max((prod(net.shape_of(t)) for t in net.constant_tensors), default=0)
+
+
 def best_rewrite(net: Network, orders: Sequence[Sequence[RuleSet]] = REWRITE_ORDERS) -> RewriteResult:
-    """Rewrite with each phase order and keep the cheapest result (the first on a tie)."""
+    """Rewrite with each phase order and keep the cheapest result (the first on a tie).
+
+    If that still holds a dense constant above `DENSE_LIMIT` elements (the
+    pattern of a long 1d input VJP), scattering patterns are turned into
+    gathering ones too, and that result is kept when its constants are smaller.
+    """
     results = [rewrite(net, order) for order in orders]
-    return min(results, key=lambda r: (network_cost(r.network).total,
+    best = min(results, key=lambda r: (network_cost(r.network).total,
                                        network_cost(r.network).largest_intermediate))
+    if _largest_constant(best.network) > DENSE_LIMIT:
+        lean = rewrite(net, (CONNECTIVITY, SCATTER, FUSION))
+        if _largest_constant(lean.network) < _largest_constant(best.network):
+            return lean
+    return best

@@ -314,6 +314,22 @@ class View:
             shapes.append(step.out_shape(shapes[-1]))
         return shapes
 
+    def tap_dims(self) -> tuple[int, ...]:
+        """Dimensions of the final view that are the tap legs of sliding windows.
+
+        Empty when a later reshape hides where they went.
+        """
+        taps = [False] * len(self.base_shape)
+        for step, shape in zip(self.steps, self.shapes()[1:]):
+            if isinstance(step, Window):
+                taps[step.dim:step.dim + 1] = [False, True]
+            elif isinstance(step, SplitLeg):
+                taps[step.dim:step.dim + 1] = [False] * len(step.sizes)
+            elif isinstance(step, Reshape):
+                return ()
+            assert len(taps) == len(shape)
+        return tuple(d for d, tap in enumerate(taps) if tap)
+
     def then(self, *steps: ViewStep) -> "View":
         """This view followed by `steps`; pads move ahead of earlier windows and slices.
 

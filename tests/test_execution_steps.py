@@ -1,0 +1,43 @@
+"""The execution plan's special steps: Gram products (KFC) and tap loops (window views)."""
+
+from __future__ import annotations
+
+import torch
+
+import tnconv
+from tests.helpers import DEVICE, assert_close, rand
+from tests.references import conv_nd
+from tnconv.execute import plan_for
+from tnconv.gram import GramStep
+from tnconv.tap_loop import TapLoopStep
+
+
+def _steps(op: str, spec: tnconv.ConvSpec, batch: int) -> list:
+    program = tnconv.compile(op, spec, strategy="tn").program_for(batch)
+    return [type(s) for s in plan_for(program, DEVICE, torch.float64)._steps]
+
+
+def test_kfc_runs_as_one_gram_product():
+    spec = tnconv.ConvSpec(3, 3, kernel_size=3, input_size=(32, 32), padding=1, groups=3)
+    assert _steps("kfc", spec, 5) == [GramStep]
+    x = rand(5, 3, 32, 32)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1, groups=3, bias=False)
+    u = torch.nn.functional.unfold(x, 3, padding=1).reshape(5, 3, 9, 1024)
+    expected = torch.stack([torch.einsum("ndo,neo->de", u[:, g], u[:, g]) for g in range(3)])
+    assert_close(tnconv.kfc(conv, x, strategy="tn"), expected / (5 * 1024))
+
+
+def test_depthwise_forward_runs_tap_by_tap():
+    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(32, 33), padding=1, groups=8)
+    assert TapLoopStep in _steps("forward", spec, 2)
+    x, w = rand(2, 8, 32, 33), rand(8, 1, 3, 3)
+    expected = conv_nd(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1), 8)
+    assert_close(tnconv.conv(x, w, padding=1, groups=8, strategy="tn"), expected)
+
+
+def test_thin_channel_contractions_stay_one_einsum():
+    spec = tnconv.ConvSpec(3, 8, kernel_size=3, input_size=(32, 32), padding=1)
+    assert TapLoopStep not in _steps("forward", spec, 2)
+    x, w = rand(2, 3, 32, 32), rand(8, 3, 3, 3)
+    assert_close(tnconv.conv(x, w, padding=1, strategy="tn"),
+                 conv_nd(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1), 1))
