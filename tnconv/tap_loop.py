@@ -4,7 +4,8 @@ A window view (`tnconv.views.Window`) of a data tensor contracted with the
 weight over its tap legs would be materialised whole by `torch.einsum`:
 K-times the data (∏K in N dimensions). Summing over the taps in a loop instead
 contracts one shifted slice of the data per tap and accumulates, the way a
-direct convolution runs: the same FLOPs, no ∏K-fold copy.
+direct convolution runs: the same FLOPs, no ∏K-fold copy. Used for depthwise
+convolutions, where each tap is an elementwise multiply-accumulate.
 
 >>> import torch
 >>> x, w = torch.rand(2, 9, dtype=torch.float64), torch.rand(3, dtype=torch.float64)
@@ -24,14 +25,12 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-__all__ = ["TapLoopStep", "tap_loop_step", "MAX_TAPS", "MIN_INNER"]
+__all__ = ["TapLoopStep", "tap_loop_step", "MAX_TAPS", "MAX_WINDOW_ELEMENTS"]
 
 #: Loops longer than this are left to one einsum (Python overhead per tap).
 MAX_TAPS = 64
-#: Per tap, the contraction over the other summed legs (channels) is a matrix product
-#: with this inner size; below it (but above 1, the depthwise case, which is
-#: elementwise) one einsum over the whole window is faster.
-MIN_INNER = 32
+#: A window view with more elements than this (256 MiB in fp32) is never materialised.
+MAX_WINDOW_ELEMENTS = 2 ** 26
 
 
 @dataclass(frozen=True)
@@ -62,18 +61,19 @@ def tap_loop_step(windowed: int, legs: tuple[str, ...], other: int, other_legs: 
                   tap_dims: tuple[int, ...]) -> Optional[TapLoopStep]:
     """A `TapLoopStep` when some window taps (`tap_dims` of `legs`) are summed against `other`.
 
-    Returns None when no tap leg is contracted with the other operand, the loop
-    would be longer than `MAX_TAPS`, or the per-tap product is too thin
-    (`MIN_INNER`).
+    Only where each tap is an elementwise multiply-accumulate (every other leg
+    of the weight is on the windowed data too: depthwise convolutions), or
+    where the window view would exceed `MAX_WINDOW_ELEMENTS`; elsewhere a per-tap
+    matrix product measured slower than one einsum over the window. Returns
+    None otherwise, or when the loop would be longer than `MAX_TAPS`.
     """
     taps = tuple(legs[d] for d in tap_dims
                  if legs[d] in other_legs and legs[d] not in out)
     if not taps or prod(sizes[t] for t in taps) > MAX_TAPS:
         return None
-    inner = prod(sizes[leg] for leg in legs
-                 if leg in other_legs and leg not in out and leg not in taps)
-    if 1 < inner < MIN_INNER:
-        return None
+    elementwise = set(other_legs) - set(taps) <= set(legs)
+    if not elementwise and prod(sizes[leg] for leg in legs) <= MAX_WINDOW_ELEMENTS:
+        return None  # per tap a matrix product: one einsum over the window is faster
     keep_v = tuple(leg for leg in legs if leg not in taps)
     keep_w = tuple(leg for leg in other_legs if leg not in taps)
     names = sorted(set(keep_v) | set(keep_w))
