@@ -111,6 +111,31 @@ class ExecutionPlan:
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = self.scale == 1 and all(
             isinstance(s, _Step) and len(s.inputs) == 1 for s in self._steps)
+        self._scaled_argument = self._fold_scale()
+
+    def _fold_scale(self) -> Optional[int]:
+        """Apply the scale where it is cheapest: a constant (once), else a small argument.
+
+        Every operand enters the contraction linearly, so scaling any one of
+        them scales the result; a pass over a large result is the expensive
+        choice. Returns the argument to scale per call, if that is the choice.
+        """
+        if self.scale == 1:
+            return None
+        inputs = [r for step in self._steps for r in step.inputs]
+        constants = [r for r in inputs if self._registers[r] is not None]
+        if constants:
+            smallest = min(constants, key=lambda r: self._registers[r].numel())
+            self._registers[smallest] = self._registers[smallest] * self.scale
+            self.scale = 1.0
+            return None
+        plain = [r for r in inputs if r < len(self.argument_shapes)
+                 and self.argument_views[r] is None and r not in self._same_as]
+        smallest = min(plain, key=lambda r: prod(self.argument_shapes[r]), default=None)
+        if smallest is not None and prod(self.argument_shapes[smallest]) < prod(self.result_shape):
+            self.scale = 1.0
+            return smallest
+        return None
 
     def _gram(self, taken: list, out: tuple[str, ...]) -> Optional[GramStep]:
         """A Gram step where two copies of one argument operand meet (KFC's Uᵀ U)."""
@@ -146,6 +171,8 @@ class ExecutionPlan:
                 continue
             argument = arguments[which]
             registers[pos] = argument.reshape(shape) if view is None else view.apply_torch(argument)
+        if self._scaled_argument is not None:
+            registers[self._scaled_argument] = registers[self._scaled_argument] * self.program.scale
         for step, out in zip(self._steps, self._data_step_outputs):
             registers[out] = step(registers)
         result = registers[-1]

@@ -58,6 +58,10 @@ class GramStep:
     result_shape: tuple[int, ...]
     output_permutation: tuple[int, ...]
 
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.register,)
+
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
         product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[2], self.matrix_shape[2])

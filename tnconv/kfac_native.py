@@ -157,10 +157,11 @@ def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     ubar = averaged_patches(spec, options, x).transpose(0, 1)  # [G, N, D]
     if options["group_average"]:
         ubar = ubar.mean(0, keepdim=True)
+    # The normalisation scales the small [G, N, D] factor, not the [G, D, D] result
+    # (a second pass over the result doubled the time of large-D layers).
+    left = ubar * (1.0 / x.shape[0]) if options["reduction"] == "mean" else ubar
     if options["structure"] == "diagonal":
-        result = (ubar * ubar).sum(1)
+        result = (left * ubar).sum(1)
     else:
-        result = torch.bmm(ubar.transpose(1, 2), ubar)
-    if options["reduction"] == "mean":
-        result = result.mul_(1.0 / x.shape[0])
+        result = torch.bmm(left.transpose(1, 2), ubar)
     return result[0] if options["group_average"] else result

@@ -42,6 +42,10 @@ class TapLoopStep:
     equation: str
     selections: tuple[tuple[tuple, tuple], ...]
 
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.windowed, self.other)
+
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
         total = None
