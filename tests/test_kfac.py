@@ -399,3 +399,14 @@ BAD = [
 def test_bad_input_raises(call):
     with pytest.raises(TNConvError):
         call()
+
+
+@pytest.mark.parametrize("ndim, stride", [(1, 3), (2, (2, 1)), (3, 2)])
+def test_pointwise_kernels_reduce_by_strided_sums(ndim, stride):
+    """1×1 kernels without padding take the strided-pixel route of the mean patch."""
+    conv = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[ndim](
+        6, 4, 1, stride=stride, groups=2, bias=False)
+    x = rand(5, 6, *([7] * ndim))
+    u = unfold_ref(x, (1,) * ndim, conv.stride, 0, (1,) * ndim, 2)
+    for strategy in ("auto", "tn"):
+        assert_close(tnconv.kfac_reduce(conv, x, strategy=strategy), reduce_ref(u))

@@ -134,8 +134,18 @@ def _window_sum(y: torch.Tensor, pattern: IndexPattern) -> torch.Tensor:
     return windows[..., :pattern.output_size, :].sum(-2)
 
 
+def _is_pointwise(spec: ConvSpec) -> bool:
+    return (not spec.transposed and all(k == 1 for k in spec.kernel_size)
+            and not any(p for pair in spec.padding for p in pair))
+
+
 def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one matmul per spatial dimension."""
+    if _is_pointwise(spec):  # 1×1 kernels: the strided pixels, summed
+        picked = x[(slice(None), slice(None)) + tuple(
+            slice(0, s * (o - 1) + 1, s) for s, o in zip(spec.stride, spec.output_size))]
+        y = picked.sum(dim=tuple(range(2, 2 + spec.ndim)))
+        return y.reshape(x.shape[0], spec.groups, -1).mul_(1.0 / prod(spec.output_size))
     sizes = spec.input_size
     y = x.reshape(-1, *sizes)
     for d in reversed(range(spec.ndim)):
