@@ -45,8 +45,8 @@ class Cost:
                 <= (other.total, other.largest_intermediate))
 
     def describe(self) -> str:
-        return (f"{self.flops:,} flops, largest {self.largest_intermediate:,} elements, "
-                f"{self.bytes_moved:,} bytes moved")
+        return (f"{self.flops:,} flops (multiply-adds), largest "
+                f"{self.largest_intermediate:,} elements, {self.bytes_moved:,} bytes moved")
 
 
 def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:

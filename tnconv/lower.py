@@ -86,8 +86,8 @@ class EinsumProgram:
         for pos, op in enumerate(self.operands):
             lines.append(f"  [{pos}] {op.name:<8} {op.role:<14} shape {op.shape}")
         lines.append(f"path     {list(self.path)}")
-        lines.append(f"flops    {self.flops:,}   largest intermediate {self.largest_intermediate:,}"
-                     " elements")
+        lines.append(f"flops    {self.flops:,} (opt_einsum's count: 2 per multiply-add)   "
+                     f"largest intermediate {self.largest_intermediate:,} elements")
         if self.scale != 1:
             lines.append(f"scale    {self.scale!r}")
         lines.append(f"result   reshape {self.output_shape} -> {self.result_shape}")
