@@ -46,7 +46,9 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'tnconv' has no attribute {name!r}")
     module = import_module(f".{_LAZY[name]}", __name__)
-    return module if name == "nn" else getattr(module, name)
+    value = module if name == "nn" else getattr(module, name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
 
 def __dir__() -> list[str]:

@@ -49,6 +49,27 @@ class _Step:
         return torch.einsum(self.equation, *[registers[r] for r in self.inputs])
 
 
+@dataclass(frozen=True)
+class _UnaryStep:
+    """One operand: sum some legs, permute the rest (no einsum parsing per call)."""
+
+    inputs: tuple[int]
+    summed: tuple[int, ...]
+    permutation: tuple[int, ...]
+
+    def __call__(self, registers: list[Any]) -> torch.Tensor:
+        t = registers[self.inputs[0]]
+        if self.summed:
+            t = t.sum(self.summed)
+        return t.permute(self.permutation)
+
+
+def _unary_step(register: int, legs: tuple[str, ...], out: tuple[str, ...]) -> _UnaryStep:
+    kept = [leg for leg in legs if leg in out]
+    return _UnaryStep((register,), tuple(d for d, leg in enumerate(legs) if leg not in out),
+                      tuple(kept.index(leg) for leg in out))
+
+
 def _local_equation(inputs: list[tuple[str, ...]], output: tuple[str, ...]) -> str:
     names = sorted({i for legs in inputs for i in legs})
     if len(names) > len(string.ascii_letters):
@@ -101,8 +122,11 @@ class ExecutionPlan:
                 torch.einsum(equation, *[self._registers[r] for r in registers])
                 if constant else None)
             if not constant:
-                self._steps.append(self._gram(taken, out) or self._tap_loop(taken, out)
-                                   or _Step(registers, equation))
+                if len(taken) == 1:
+                    self._steps.append(_unary_step(registers[0], taken[0][1], out))
+                else:
+                    self._steps.append(self._gram(taken, out) or self._tap_loop(taken, out)
+                                       or _Step(registers, equation))
             live.append((len(self._registers) - 1, out, constant))
         self._step_outputs = [
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
@@ -110,7 +134,7 @@ class ExecutionPlan:
             reg for reg in self._step_outputs if self._registers[reg] is None]
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = self.scale == 1 and all(
-            isinstance(s, _Step) and len(s.inputs) == 1 for s in self._steps)
+            isinstance(s, _UnaryStep) for s in self._steps)
         self._scaled_argument = self._fold_scale()
 
     def _fold_scale(self) -> Optional[int]:

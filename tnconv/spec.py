@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterator, Sequence, Union
 
 from .errors import TNConvError, argument_error
@@ -200,7 +201,7 @@ class ConvSpec:
         """Number of spatial dimensions N."""
         return len(self.kernel_size)  # type: ignore[arg-type]
 
-    @property
+    @cached_property
     def output_size(self) -> tuple[int, ...]:
         """Spatial size of the result of the (transposed) convolution."""
         sizes = []
@@ -222,11 +223,15 @@ class ConvSpec:
         return (self.out_channels, self.in_channels // g, *self.kernel_size)
 
     def patterns(self) -> tuple[IndexPattern, ...]:
-        """One index pattern Π[k, o, i] per spatial dimension.
+        """One index pattern Π[k, o, i] per spatial dimension (computed once per spec).
 
         A transposed convolution uses the pattern of the convolution it is the
         adjoint of: its own input plays the role of `o`, its output that of `i`.
         """
+        return self._patterns
+
+    @cached_property
+    def _patterns(self) -> tuple[IndexPattern, ...]:
         out = self.output_size
         result = []
         for d in range(self.ndim):
