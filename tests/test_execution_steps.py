@@ -41,3 +41,14 @@ def test_thin_channel_contractions_stay_one_einsum():
     x, w = rand(2, 3, 32, 32), rand(8, 3, 3, 3)
     assert_close(tnconv.conv(x, w, padding=1, strategy="tn"),
                  conv_nd(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1), 1))
+
+
+def test_gram_step_takes_either_copy_first_without_a_transposing_copy():
+    from tnconv.gram import gram_step
+
+    u = rand(3, 4, 5)  # legs n, c, o
+    for output in (("c", "d"), ("d", "c")):
+        step = gram_step(("n", "c", "o"), ("n", "d", "o"), (3, 4, 5), output, register=0)
+        assert step.output_permutation == (0, 1)
+        expected = torch.einsum("nco,ndo->" + "".join(output), u, u)
+        assert_close(step([u]), expected)

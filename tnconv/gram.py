@@ -64,8 +64,8 @@ class GramStep:
 
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
-        product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[2], self.matrix_shape[2])
-        add_symmetric_product(product, a.transpose(1, 2))
+        product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[1], self.matrix_shape[1])
+        add_symmetric_product(product, a)
         product = mirror_upper(product).reshape(self.result_shape)
         return product.permute(self.output_permutation)
 
@@ -92,11 +92,15 @@ def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[in
              + [copy_legs[p] for p in free])
     if sorted(order) != sorted(output) or len(set(order)) != len(order):
         return None
+    swapped = ([legs[p] for p in batch] + [copy_legs[p] for p in free]
+               + [legs[p] for p in free])
+    if tuple(swapped) == tuple(output):
+        order = swapped  # the product is symmetric: the copies' halves are interchangeable
     size = lambda positions: prod(shape[p] for p in positions)  # noqa: E731
     return GramStep(
         register=register,
-        permutation=tuple(batch + contracted + free),
-        matrix_shape=(size(batch), size(contracted), size(free)),
+        permutation=tuple(batch + free + contracted),
+        matrix_shape=(size(batch), size(free), size(contracted)),
         result_shape=tuple(shape[p] for p in batch + free + free),
         output_permutation=tuple(order.index(leg) for leg in output),
     )
