@@ -200,8 +200,8 @@ class ExecutionPlan:
         for step, out in zip(self._steps, self._data_step_outputs):
             registers[out] = step(registers)
         result = registers[-1]
-        if self.scale != 1:
-            result = result * self.scale
+        if self.scale != 1:  # in place unless the result may be a view of an argument
+            result = result * self.scale if self._may_alias else result.mul_(self.scale)
         if self._may_alias and _shares_memory(result, arguments):
             return result.clone(memory_format=torch.contiguous_format).view(self.result_shape)
         return result.contiguous().view(self.result_shape)

@@ -83,11 +83,16 @@ def _check_options(op: str, name: str, reduction: str, structure: str, flags: di
 
 
 def _per_sample(spec: ConvSpec, strategy: str, options: dict) -> int:
-    """Largest intermediate (elements) per sample of the KFC route that will run."""
+    """Largest intermediate (elements) per sample of the KFC route that will run.
+
+    Both routes lay the unfolded input out once (the TN route in its Gram step,
+    which the planner's estimate does not count), so that is the floor.
+    """
+    unfolded = spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size)
     if strategy == "auto" and kfac_native.supported(spec):
-        return spec.in_channels * prod(spec.kernel_size) * prod(spec.output_size)
+        return unfolded
     program = compile("kfc", spec, strategy="tn", **options).program_for(1)
-    return program.largest_intermediate
+    return max(unfolded, program.largest_intermediate)
 
 
 def _chunk(spec: ConvSpec, batch: int, per_sample: int, max_intermediate: Optional[int]) -> int:
