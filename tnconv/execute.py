@@ -146,7 +146,11 @@ class ExecutionPlan:
         """
         if self.scale == 1:
             return None
-        inputs = [r for step in self._steps for r in step.inputs]
+        # An operand that enters the product twice (a Gram step's, or an argument fed to
+        # two copies) would carry the scale squared.
+        twice = {r for step in self._steps if isinstance(step, GramStep) for r in step.inputs}
+        twice |= set(self._same_as) | set(self._same_as.values())
+        inputs = [r for step in self._steps for r in step.inputs if r not in twice]
         constants = [r for r in inputs if self._registers[r] is not None]
         if constants:
             smallest = min(constants, key=lambda r: self._registers[r].numel())
@@ -154,7 +158,7 @@ class ExecutionPlan:
             self.scale = 1.0
             return None
         plain = [r for r in inputs if r < len(self.argument_shapes)
-                 and self.argument_views[r] is None and r not in self._same_as]
+                 and self.argument_views[r] is None]
         smallest = min(plain, key=lambda r: prod(self.argument_shapes[r]), default=None)
         if smallest is not None and prod(self.argument_shapes[smallest]) < prod(self.result_shape):
             self.scale = 1.0
