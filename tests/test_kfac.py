@@ -401,7 +401,7 @@ def test_bad_input_raises(call):
         call()
 
 
-@pytest.mark.parametrize("ndim, stride", [(1, 3), (2, (2, 1)), (3, 2)])
+@pytest.mark.parametrize("ndim, stride", [(1, 3), (2, (2, 1)), (3, 2), (2, 1)])
 def test_pointwise_kernels_reduce_by_strided_sums(ndim, stride):
     """1×1 kernels without padding take the strided-pixel route of the mean patch."""
     conv = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[ndim](
@@ -410,3 +410,6 @@ def test_pointwise_kernels_reduce_by_strided_sums(ndim, stride):
     u = unfold_ref(x, (1,) * ndim, conv.stride, 0, (1,) * ndim, 2)
     for strategy in ("auto", "tn"):
         assert_close(tnconv.kfac_reduce(conv, x, strategy=strategy), reduce_ref(u))
+        for reduction in ("mean", "batch"):  # a scale applied to both copies would square
+            assert_close(tnconv.kfc(conv, x, strategy=strategy, reduction=reduction),
+                         kfc_ref(u, reduction))
