@@ -52,3 +52,15 @@ def test_gram_step_takes_either_copy_first_without_a_transposing_copy():
         assert step.output_permutation == (0, 1)
         expected = torch.einsum("nco,ndo->" + "".join(output), u, u)
         assert_close(step([u]), expected)
+
+
+def test_kfac_reduce_averages_the_input_once_and_meets_in_a_gram_step():
+    from tnconv.execute import _Alias
+
+    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(20, 20), padding=2, dilation=2)
+    steps = _steps("kfac_reduce", spec, 3)
+    assert steps[-1] is GramStep and _Alias in steps
+    conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, bias=False)
+    x = rand(3, 8, 20, 20)
+    ubar = torch.nn.functional.unfold(x, 3, padding=2, dilation=2).mean(2)
+    assert_close(tnconv.kfac_reduce(conv, x, strategy="tn")[0], ubar.T @ ubar / 3)

@@ -4,7 +4,8 @@ opt_einsum planned the contraction path at lowering time; here the plan becomes
 a list of pairwise `torch.einsum` calls on the caller's device and dtype.
 Steps whose operands are all constants run once when the plan is built, so the
 per-call work is only the steps that touch data. Two copies of one argument
-meeting in a step (KFC) run as one Gram product (`tnconv.gram`); overlapping
+meeting in a step (KFC) run as one Gram product (`tnconv.gram`); a chain that
+repeats an earlier one is not run again (`tnconv.plan_signatures`); overlapping
 window views summed against the weight's taps run tap by tap (`tnconv.tap_loop`). Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
@@ -32,6 +33,7 @@ import torch
 from .cache import LRUCache
 from .constants import to_torch
 from .gram import GramStep, gram_step
+from .plan_signatures import Signatures
 from .tap_loop import TapLoopStep, tap_loop_step
 from .lower import EinsumProgram
 
@@ -47,6 +49,16 @@ class _Step:
 
     def __call__(self, registers: list[Any]) -> torch.Tensor:
         return torch.einsum(self.equation, *[registers[r] for r in self.inputs])
+
+
+@dataclass(frozen=True)
+class _Alias:
+    """A step whose result an earlier step already computed (a common sub-expression)."""
+
+    inputs: tuple[int]
+
+    def __call__(self, registers: list[Any]) -> torch.Tensor:
+        return registers[self.inputs[0]]
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,7 @@ class ExecutionPlan:
         self.scale = program.scale
         self._registers: list[Any] = [None] * len(self.argument_shapes)
         self._steps: list[Any] = []
+        self._sizes = {i: n for op in program.operands for i, n in zip(op.indices, op.shape)}
         keys = list(zip(self.argument_of, self.argument_shapes, self.argument_views))
         #: Data operands that are the same view of the same argument as an earlier one.
         self._same_as = {pos: keys.index(key) for pos, key in enumerate(keys)
@@ -99,35 +112,33 @@ class ExecutionPlan:
         self._build(device, dtype)
 
     def _build(self, device: torch.device, dtype: torch.dtype) -> None:
-        prog = self.program
+        prog, sigs = self.program, Signatures()
         live = []  # (register, indices, is_constant) in opt_einsum's operand order
         for pos, op in enumerate(prog.operands):
             if op.is_constant:
                 self._registers.append(to_torch(op.value, device, dtype))
+                sigs.constant(len(self._registers) - 1, self._registers[-1])
                 live.append((len(self._registers) - 1, op.indices, True))
             else:
+                sigs.argument(pos, (self.argument_of[pos], op.shape, op.view))
                 live.append((pos, op.indices, False))
         for step_no, contract in enumerate(prog.path):
-            taken = [live.pop(p) for p in sorted(contract, reverse=True)]
+            taken = sigs.order([live.pop(p) for p in sorted(contract, reverse=True)])
             rest = {i for _, legs, _ in live for i in legs} | set(prog.output_indices)
             if step_no == len(prog.path) - 1:
                 out = prog.output_indices
             else:
                 seen = dict.fromkeys(i for _, legs, _ in taken for i in legs)
                 out = tuple(i for i in seen if i in rest)
-            equation = _local_equation([legs for _, legs, _ in taken], out)
-            registers = tuple(r for r, _, _ in taken)
             constant = all(c for _, _, c in taken)
-            self._registers.append(
-                torch.einsum(equation, *[self._registers[r] for r in registers])
-                if constant else None)
-            if not constant:
-                if len(taken) == 1:
-                    self._steps.append(_unary_step(registers[0], taken[0][1], out))
-                else:
-                    self._steps.append(self._gram(taken, out) or self._tap_loop(taken, out)
-                                       or _Step(registers, equation))
-            live.append((len(self._registers) - 1, out, constant))
+            self._registers.append(self._einsum(taken, out) if constant else None)
+            register = len(self._registers) - 1
+            if constant:
+                sigs.constant(register, self._registers[register])
+            else:
+                self._steps.append(self._data_step(taken, out, sigs.step(register, taken, out),
+                                                   sigs))
+            live.append((register, out, constant))
         self._step_outputs = [
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
         self._data_step_outputs = [
@@ -148,6 +159,8 @@ class ExecutionPlan:
             return None
         # An operand that enters the product twice (a Gram step's, or an argument fed to
         # two copies) would carry the scale squared.
+        if any(isinstance(step, _Alias) for step in self._steps):
+            return None  # a shared sub-expression: scaling inside it would scale twice
         twice = {r for step in self._steps if isinstance(step, GramStep) for r in step.inputs}
         twice |= set(self._same_as) | set(self._same_as.values())
         inputs = [r for step in self._steps for r in step.inputs if r not in twice]
@@ -165,16 +178,30 @@ class ExecutionPlan:
             return smallest
         return None
 
-    def _gram(self, taken: list, out: tuple[str, ...]) -> Optional[GramStep]:
-        """A Gram step where two copies of one argument operand meet (KFC's Uᵀ U)."""
+    def _einsum(self, taken: list, out: tuple[str, ...]) -> torch.Tensor:
+        equation = _local_equation([legs for _, legs, _ in taken], out)
+        return torch.einsum(equation, *[self._registers[r] for r, _, _ in taken])
+
+    def _data_step(self, taken: list, out: tuple[str, ...], earlier: Optional[int],
+                   sigs: Signatures) -> Any:
+        """The cheapest way to run one per-call step."""
+        if earlier is not None:
+            return _Alias((earlier,))
+        if len(taken) == 1:
+            return _unary_step(taken[0][0], taken[0][1], out)
+        equation = _local_equation([legs for _, legs, _ in taken], out)
+        return (self._gram(taken, out, sigs) or self._tap_loop(taken, out)
+                or _Step(tuple(r for r, _, _ in taken), equation))
+
+    def _gram(self, taken: list, out: tuple[str, ...], sigs: Signatures) -> Optional[GramStep]:
+        """A Gram step where two copies of one operand meet (KFC's Uᵀ U, KFAC-reduce's ūᵀ ū)."""
         if len(taken) != 2:
             return None
         (first, legs, _), (second, copy_legs, _) = taken
-        if second in self._same_as:
-            first, second, legs, copy_legs = second, first, copy_legs, legs
-        if first not in self._same_as or self._same_as[first] != second:
+        if sigs.of(first) != sigs.of(second):
             return None
-        return gram_step(legs, copy_legs, self.argument_shapes[first], out, register=first)
+        shape = tuple(self._sizes[i] for i in legs)
+        return gram_step(legs, copy_legs, shape, out, register=first)
 
     def _tap_loop(self, taken: list, out: tuple[str, ...]) -> Optional[TapLoopStep]:
         """A tap loop where overlapping windows of an argument meet the weight's taps."""

@@ -25,6 +25,9 @@ __all__ = ["GramStep", "gram_step", "add_symmetric_product", "mirror_upper"]
 
 #: Target rows per block of the symmetric product (smaller blocks lose GEMM speed).
 _BLOCK_ROWS = 128
+#: Below this contracted size (e.g. KFAC-reduce's batch) the half-product saves less
+#: than its block loop and mirror copy cost.
+_SYMMETRIC_MIN_INNER = 64
 
 
 def _block_edges(d: int) -> list[int]:
@@ -64,10 +67,13 @@ class GramStep:
 
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
-        product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[1], self.matrix_shape[1])
-        add_symmetric_product(product, a)
-        product = mirror_upper(product).reshape(self.result_shape)
-        return product.permute(self.output_permutation)
+        if self.matrix_shape[2] < _SYMMETRIC_MIN_INNER:  # a thin product: one bmm is faster
+            product = torch.bmm(a, a.transpose(1, 2))
+        else:
+            product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[1], self.matrix_shape[1])
+            add_symmetric_product(product, a)
+            mirror_upper(product)
+        return product.reshape(self.result_shape).permute(self.output_permutation)
 
 
 def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[int, ...],
@@ -75,8 +81,9 @@ def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[in
     """A `GramStep` if contracting `legs` with an identical tensor carrying `copy_legs` is one.
 
     Positions where the two copies share a leg are batch legs (kept in the
-    output) or contracted legs (summed); every other position must be a free
-    leg on each copy, kept in the output. Returns None otherwise.
+    output) or contracted legs (summed; none makes it an outer product); every
+    other position must be a free leg on each copy, kept in the output.
+    Returns None otherwise.
     """
     batch, contracted, free = [], [], []
     for pos, (leg, copy_leg) in enumerate(zip(legs, copy_legs)):
@@ -86,16 +93,19 @@ def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[in
             free.append(pos)
         else:
             return None
-    if not free or not contracted:
+    if not free:
         return None
-    order = ([legs[p] for p in batch] + [legs[p] for p in free]
-             + [copy_legs[p] for p in free])
+    # Lay the legs out in the order the output wants them, so the result needs no copy;
+    # the product is symmetric, so either copy's legs may come first.
+    batch.sort(key=lambda p: output.index(legs[p]))
+    first_legs = legs if output.index(legs[free[0]]) < output.index(copy_legs[free[0]]) \
+        else copy_legs
+    free.sort(key=lambda p: output.index(first_legs[p]))
+    second_legs = copy_legs if first_legs is legs else legs
+    order = ([legs[p] for p in batch] + [first_legs[p] for p in free]
+             + [second_legs[p] for p in free])
     if sorted(order) != sorted(output) or len(set(order)) != len(order):
         return None
-    swapped = ([legs[p] for p in batch] + [copy_legs[p] for p in free]
-               + [legs[p] for p in free])
-    if tuple(swapped) == tuple(output):
-        order = swapped  # the product is symmetric: the copies' halves are interchangeable
     size = lambda positions: prod(shape[p] for p in positions)  # noqa: E731
     return GramStep(
         register=register,
