@@ -123,12 +123,13 @@ class ExecutionPlan:
                 sigs.argument(pos, (self.argument_of[pos], op.shape, op.view))
                 live.append((pos, op.indices, False))
         for step_no, contract in enumerate(prog.path):
-            taken = sigs.order([live.pop(p) for p in sorted(contract, reverse=True)])
+            taken = [live.pop(p) for p in sorted(contract, reverse=True)]
+            ordered = sigs.order(taken)  # canonical: equal chains get equal output legs
             rest = {i for _, legs, _ in live for i in legs} | set(prog.output_indices)
             if step_no == len(prog.path) - 1:
                 out = prog.output_indices
             else:
-                seen = dict.fromkeys(i for _, legs, _ in taken for i in legs)
+                seen = dict.fromkeys(i for _, legs, _ in ordered for i in legs)
                 out = tuple(i for i in seen if i in rest)
             constant = all(c for _, _, c in taken)
             self._registers.append(self._einsum(taken, out) if constant else None)
@@ -136,7 +137,7 @@ class ExecutionPlan:
             if constant:
                 sigs.constant(register, self._registers[register])
             else:
-                self._steps.append(self._data_step(taken, out, sigs.step(register, taken, out),
+                self._steps.append(self._data_step(taken, out, sigs.step(register, ordered, out),
                                                    sigs))
             live.append((register, out, constant))
         self._step_outputs = [
