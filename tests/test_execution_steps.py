@@ -64,3 +64,16 @@ def test_kfac_reduce_averages_the_input_once_and_meets_in_a_gram_step():
     x = rand(3, 8, 20, 20)
     ubar = torch.nn.functional.unfold(x, 3, padding=2, dilation=2).mean(2)
     assert_close(tnconv.kfac_reduce(conv, x, strategy="tn")[0], ubar.T @ ubar / 3)
+
+
+def test_a_scaled_permutation_never_writes_into_the_argument():
+    from tnconv.lower import lower
+    from tnconv.network import Network, Tensor
+
+    net = Network(tensors=(Tensor("X", ("n", "i"), "input"),), sizes=(("n", 2), ("i", 3)),
+                  output=("i", "n"), scale=2.0)
+    plan = plan_for(lower(net, ("input",), (3, 2)), DEVICE, torch.float64)
+    x = rand(2, 3)
+    before = x.clone()
+    assert_close(plan(x), 2 * before.T)
+    assert torch.equal(x, before)

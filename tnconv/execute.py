@@ -105,22 +105,24 @@ class ExecutionPlan:
         self._registers: list[Any] = [None] * len(self.argument_shapes)
         self._steps: list[Any] = []
         self._sizes = {i: n for op in program.operands for i, n in zip(op.indices, op.shape)}
-        keys = list(zip(self.argument_of, self.argument_shapes, self.argument_views))
         #: Data operands that are the same view of the same argument as an earlier one.
-        self._same_as = {pos: keys.index(key) for pos, key in enumerate(keys)
-                         if keys.index(key) != pos}
+        self._same_as: dict[int, int] = {}
         self._build(device, dtype)
 
     def _build(self, device: torch.device, dtype: torch.dtype) -> None:
         prog, sigs = self.program, Signatures()
         live = []  # (register, indices, is_constant) in opt_einsum's operand order
+        first_of: dict[tuple, int] = {}
         for pos, op in enumerate(prog.operands):
             if op.is_constant:
                 self._registers.append(to_torch(op.value, device, dtype))
                 sigs.constant(len(self._registers) - 1, self._registers[-1])
                 live.append((len(self._registers) - 1, op.indices, True))
             else:
-                sigs.argument(pos, (self.argument_of[pos], op.shape, op.view))
+                key = (self.argument_of[pos], op.shape, op.view)
+                if first_of.setdefault(key, pos) != pos:
+                    self._same_as[pos] = first_of[key]
+                sigs.argument(pos, key)
                 live.append((pos, op.indices, False))
         for step_no, contract in enumerate(prog.path):
             taken = [live.pop(p) for p in sorted(contract, reverse=True)]
@@ -145,8 +147,7 @@ class ExecutionPlan:
         self._data_step_outputs = [
             reg for reg in self._step_outputs if self._registers[reg] is None]
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
-        self._may_alias = self.scale == 1 and all(
-            isinstance(s, _UnaryStep) for s in self._steps)
+        self._may_alias = all(isinstance(s, (_UnaryStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
 
     def _fold_scale(self) -> Optional[int]:
