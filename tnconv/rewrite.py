@@ -81,11 +81,12 @@ class Step:
 
 @dataclass(frozen=True)
 class RewriteResult:
-    """The rewritten network, the network it came from, and the steps in order."""
+    """The rewritten network, the network it came from, the steps in order, the final cost."""
 
     network: Network
     steps: tuple[Step, ...]
     original: Network
+    cost: Cost
 
     def describe(self) -> str:
         if not self.steps:
@@ -169,7 +170,7 @@ def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule
                 tensors, indices = _touched(net, candidate)
                 steps.append(Step(rule.__name__, tensors, indices, cost, after))
                 net, cost = candidate, after
-    return RewriteResult(net, tuple(steps), original)
+    return RewriteResult(net, tuple(steps), original, cost)
 
 
 #: Dense constants larger than this (elements; 64 MiB in fp32) are avoided where a
@@ -189,8 +190,7 @@ def best_rewrite(net: Network, orders: Sequence[Sequence[RuleSet]] = REWRITE_ORD
     gathering ones too, and that result is kept when its constants are smaller.
     """
     results = [rewrite(net, order) for order in orders]
-    best = min(results, key=lambda r: (network_cost(r.network).total,
-                                       network_cost(r.network).largest_intermediate))
+    best = min(results, key=lambda r: (r.cost.total, r.cost.largest_intermediate))
     if _largest_constant(best.network) > DENSE_LIMIT:
         lean = rewrite(net, (CONNECTIVITY, SCATTER, FUSION))
         if _largest_constant(lean.network) < _largest_constant(best.network):
