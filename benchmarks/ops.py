@@ -174,7 +174,7 @@ def estimated_bytes(op: Op, case: Case, rewrite: bool) -> Optional[int]:
                                  rewrite=rewrite).program_for(x.shape[0])
     except Exception:  # noqa: BLE001 — no estimate for an op the compiler does not know
         return None
-    constants = {c.value: prod(c.shape) for c in program.constants}  # shared values count once
+    constants = {c.value: prod(c.shape) for c in program.dense_constants}  # shared: once
     elements = sum(constants.values()) + program.largest_intermediate
     return elements * x.element_size()
 

@@ -215,10 +215,8 @@ def test_huge_dense_scatter_pattern_is_avoided():
     spec = tnconv.ConvSpec(1, 8, kernel_size=10, stride=5, input_size=(16000,))
     compiled = tnconv.compile("input_vjp", spec, strategy="tn", batch_size=2)
     program = compiled.program
-    assert all(prod(op.shape) < 2 ** 24 for op in program.constants)
-    assert "scatter_to_gather" in [s.rule for s in compiled.rewrite_result().steps]
-    small = tnconv.compile("input_vjp", spec.replace(input_size=(64,)), strategy="tn")
-    assert "scatter_to_gather" not in [s.rule for s in small.rewrite_result().steps]
+    assert all(prod(op.shape) < 2 ** 24 for op in program.dense_constants)
+    assert [f >= 0 for f in program.folds].count(True) == 1  # applied as a scatter-add
     w, dy = rand(8, 1, 10), rand(2, 8, 3199)
     expected = torch.nn.grad.conv1d_input((2, 1, 16000), w, dy, stride=5)
     assert_close(compiled(w, dy), expected)

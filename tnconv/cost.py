@@ -2,8 +2,9 @@
 
 The network is lowered (`tnconv.lower`, which plans the contraction path with
 opt_einsum) and the path is walked as execution runs it: steps whose operands
-are all constants run once per plan and cost nothing per call; every other
-step costs the product of the sizes of the indices it touches. Memory is the
+are all constants run once per plan and cost nothing per call; a fold
+(`tnconv.fold_steps`) costs one pass over its data operand; every other step costs
+the product of the sizes of the indices it touches. Memory is the
 largest intermediate, dense constant or materialised view. Bytes moved counts
 the operands and results of the per-call steps plus what views copy
 (padding, gathers, overlapping windows), at `itemsize` bytes per element.
@@ -33,6 +34,8 @@ class Cost:
     flops: int
     largest_intermediate: int
     bytes_moved: int
+    #: Elements of the largest constant execution materialises.
+    largest_constant: int = 0
 
     @property
     def total(self) -> int:
@@ -55,7 +58,8 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
                      (s for op in program.operands for s in op.shape)))
     sizes.update(zip(program.output_indices, program.output_shape))
     live = [(op.indices, op.is_constant) for op in program.operands]
-    largest = max((prod(op.shape) for op in program.constants), default=0)
+    largest = dense = max((prod(op.shape) for op in program.dense_constants), default=0)
+    folds = program.folds or (-1,) * len(program.path)
     moved = 0
     for op in program.arguments:
         if op.view is not None:
@@ -76,10 +80,15 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
         if constant:
             continue
         result = prod(sizes[i] for i in out)
-        flops += prod(sizes[i] for i in seen)
-        moved += sum(prod(sizes[i] for i in legs) for legs, _ in taken) + result
+        if folds[step_no] >= 0:  # a scatter-add: one pass over the data operand
+            data = max(prod(sizes[i] for i in legs) for legs, c in taken if not c)
+            flops += data
+            moved += data + result
+        else:
+            flops += prod(sizes[i] for i in seen)
+            moved += sum(prod(sizes[i] for i in legs) for legs, _ in taken) + result
         largest = max(largest, result)
-    return Cost(flops, largest, moved * itemsize)
+    return Cost(flops, largest, moved * itemsize, dense)
 
 
 def network_cost(net: Network, itemsize: int = 4) -> Cost:

@@ -4,7 +4,8 @@ opt_einsum planned the contraction path at lowering time; here the plan becomes
 a list of pairwise `torch.einsum` calls on the caller's device and dtype.
 Steps whose operands are all constants run once when the plan is built, so the
 per-call work is only the steps that touch data. Two copies of one argument
-meeting in a step (KFC) run as one Gram product (`tnconv.gram`); a chain that
+meeting in a step (KFC) run as one Gram product (`tnconv.gram`); a scattering
+index pattern is applied as a scatter-add and never built (`tnconv.fold_steps`); a chain that
 repeats an earlier one is not run again (`tnconv.plan_signatures`); overlapping
 window views summed against the weight's taps run tap by tap (`tnconv.tap_loop`). Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
@@ -32,6 +33,7 @@ import torch
 
 from .cache import LRUCache
 from .constants import to_torch
+from .fold_steps import FoldStep, fold_step
 from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
 from .tap_loop import TapLoopStep, tap_loop_step
@@ -107,14 +109,23 @@ class ExecutionPlan:
         self._sizes = {i: n for op in program.operands for i, n in zip(op.indices, op.shape)}
         #: Data operands that are the same view of the same argument as an earlier one.
         self._same_as: dict[int, int] = {}
+        #: Registers of the index patterns that fold steps apply (left unmaterialised).
+        self._patterns: dict[int, Any] = {}
+        self._device = device
         self._build(device, dtype)
 
     def _build(self, device: torch.device, dtype: torch.dtype) -> None:
         prog, sigs = self.program, Signatures()
         live = []  # (register, indices, is_constant) in opt_einsum's operand order
         first_of: dict[tuple, int] = {}
+        folded = set(prog.folds)
         for pos, op in enumerate(prog.operands):
-            if op.is_constant:
+            if pos in folded:  # applied by a fold step, never materialised
+                self._registers.append(None)
+                self._patterns[len(self._registers) - 1] = op.value
+                sigs.symbolic(len(self._registers) - 1, op.value)
+                live.append((len(self._registers) - 1, op.indices, True))
+            elif op.is_constant:
                 self._registers.append(to_torch(op.value, device, dtype))
                 sigs.constant(len(self._registers) - 1, self._registers[-1])
                 live.append((len(self._registers) - 1, op.indices, True))
@@ -192,8 +203,16 @@ class ExecutionPlan:
         if len(taken) == 1:
             return _unary_step(taken[0][0], taken[0][1], out)
         equation = _local_equation([legs for _, legs, _ in taken], out)
-        return (self._gram(taken, out, sigs) or self._tap_loop(taken, out)
-                or _Step(tuple(r for r, _, _ in taken), equation))
+        return (self._fold(taken, out) or self._gram(taken, out, sigs)
+                or self._tap_loop(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
+
+    def _fold(self, taken: list, out: tuple[str, ...]) -> Optional[FoldStep]:
+        """A fold step where lowering marked the pattern of this step as folded."""
+        for (reg, legs, _), (other, other_legs, _) in (taken, taken[::-1]):
+            if reg in self._patterns:
+                return fold_step(other, other_legs, self._patterns[reg], legs, out,
+                                 self._device)
+        return None
 
     def _gram(self, taken: list, out: tuple[str, ...], sigs: Signatures) -> Optional[GramStep]:
         """A Gram step where two copies of one operand meet (KFC's Uᵀ U, KFAC-reduce's ūᵀ ū)."""

@@ -52,6 +52,10 @@ class Signatures:
     def argument(self, register: int, key: Hashable) -> None:
         self._of[register] = ("argument", key)
 
+    def symbolic(self, register: int, value: Hashable) -> None:
+        """A constant left symbolic (a folded index pattern): equal values, equal signatures."""
+        self._of[register] = ("symbolic", value)
+
     def constant(self, register: int, value: torch.Tensor) -> None:
         """Constants with equal shape, dtype and values share a signature."""
         for other, first in self._constants:

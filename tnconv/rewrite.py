@@ -19,7 +19,6 @@ not costlier than its start.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import prod
 from typing import Callable, Optional, Sequence, Union
 
 from .cost import Cost, network_cost
@@ -178,21 +177,17 @@ def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule
 DENSE_LIMIT = 2 ** 24
 
 
-def _largest_constant(net: Network) -> int:
-    return max((prod(net.shape_of(t)) for t in net.constant_tensors), default=0)
-
-
 def best_rewrite(net: Network, orders: Sequence[Sequence[RuleSet]] = REWRITE_ORDERS) -> RewriteResult:
     """Rewrite with each phase order and keep the cheapest result (the first on a tie).
 
-    If that still holds a dense constant above `DENSE_LIMIT` elements (the
-    pattern of a long 1d input VJP), scattering patterns are turned into
-    gathering ones too, and that result is kept when its constants are smaller.
+    If that still holds a dense constant above `DENSE_LIMIT` elements (a pattern
+    that no step can fold), scattering patterns are turned into gathering ones
+    too, and that result is kept when its constants are smaller.
     """
     results = [rewrite(net, order) for order in orders]
     best = min(results, key=lambda r: (r.cost.total, r.cost.largest_intermediate))
-    if _largest_constant(best.network) > DENSE_LIMIT:
+    if best.cost.largest_constant > DENSE_LIMIT:
         lean = rewrite(net, (CONNECTIVITY, SCATTER, FUSION))
-        if _largest_constant(lean.network) < _largest_constant(best.network):
+        if lean.cost.largest_constant < best.cost.largest_constant:
             return lean
     return best
