@@ -156,7 +156,7 @@ def test_scatter_to_gather_keeps_value_and_reaches_a_fixed_point(op, spec):
     same_value(net, lowered.network, op, args)
 
 
-@pytest.mark.parametrize("op, spec", SCATTERS[:2] + SCATTERS[4:])
+@pytest.mark.parametrize("op, spec", [SCATTERS[0], SCATTERS[4]])
 def test_folding_a_scatter_is_cheaper_than_gathering_from_the_dilated_data(op, spec):
     """The scattering pattern is applied as a fold (one pass, no dense pattern)."""
     net, _, _ = case(op, batch=2, **{**C, **spec})
