@@ -9,7 +9,7 @@ from tests.helpers import DEVICE, assert_close, rand
 from tests.references import conv_nd
 from tnconv.execute import plan_for
 from tnconv.gram import GramStep
-from tnconv.tap_loop import TapLoopStep
+from tnconv.tap_loop import TapLoopStep, TapOutputStep, tap_loop_step
 
 
 def _steps(op: str, spec: tnconv.ConvSpec, batch: int) -> list:
@@ -33,6 +33,36 @@ def test_depthwise_forward_runs_tap_by_tap():
     x, w = rand(2, 8, 32, 33), rand(8, 1, 3, 3)
     expected = conv_nd(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1), 8)
     assert_close(tnconv.conv(x, w, padding=1, groups=8, strategy="tn"), expected)
+
+
+def test_depthwise_weight_vjp_runs_one_product_per_tap():
+    spec = tnconv.ConvSpec(6, 6, kernel_size=(3, 2), input_size=(17, 16), padding=1,
+                           dilation=(2, 1), groups=6)
+    assert TapOutputStep in _steps("weight_vjp", spec, 3)
+    x = rand(3, 6, 17, 16).requires_grad_()
+    w = rand(6, 1, 3, 2)
+    y = torch.nn.functional.conv2d(x, w, padding=1, dilation=(2, 1), groups=6)
+    gy = rand(*y.shape)
+    (expected,) = torch.autograd.grad(
+        torch.nn.functional.conv2d(x, w.requires_grad_(), padding=1, dilation=(2, 1),
+                                   groups=6), w, gy)
+    actual = tnconv.conv_weight_vjp(x.detach(), tuple(w.shape), gy, padding=1,
+                                    dilation=(2, 1), groups=6, strategy="tn")
+    assert_close(actual, expected)
+
+
+def test_tap_steps_match_the_einsum_for_any_leg_order():
+    """Broadcast accumulation (taps summed) and per-tap products (taps kept), legs permuted."""
+    windows = rand(2, 5, 7, 3)  # legs n, g, o, k
+    sizes = {"n": 2, "g": 5, "o": 7, "k": 3}
+    w = rand(3, 5)  # legs k, g
+    summed = tap_loop_step(0, ("n", "g", "o", "k"), 1, ("k", "g"), ("o", "g", "n"), sizes, (3,))
+    assert summed.broadcast is not None
+    assert_close(summed([windows, w]), torch.einsum("ngok,kg->ogn", windows, w))
+    gy = rand(7, 2, 5)  # legs o, n, g
+    kept = tap_loop_step(0, ("n", "g", "o", "k"), 1, ("o", "n", "g"), ("k", "g"), sizes, (3,))
+    assert isinstance(kept, TapOutputStep)
+    assert_close(kept([windows, gy]), torch.einsum("ngok,ong->kg", windows, gy))
 
 
 def test_thin_channel_contractions_stay_one_einsum():

@@ -36,7 +36,7 @@ from .constants import to_torch
 from .fold_steps import FoldStep, fold_step
 from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
-from .tap_loop import TapLoopStep, tap_loop_step
+from .tap_loop import tap_loop_step
 from .lower import EinsumProgram
 
 __all__ = ["ExecutionPlan", "plan_for"]
@@ -224,7 +224,7 @@ class ExecutionPlan:
         shape = tuple(self._sizes[i] for i in legs)
         return gram_step(legs, copy_legs, shape, out, register=first)
 
-    def _tap_loop(self, taken: list, out: tuple[str, ...]) -> Optional[TapLoopStep]:
+    def _tap_loop(self, taken: list, out: tuple[str, ...]) -> Optional[Any]:
         """A tap loop where overlapping windows of an argument meet the weight's taps."""
         if len(taken) != 2:
             return None
@@ -232,8 +232,7 @@ class ExecutionPlan:
             view = self.argument_views[reg] if reg < len(self.argument_views) else None
             if view is None or prod(view.shape) < 2 * prod(view.base_shape):
                 continue
-            sizes = dict(zip(legs, view.shape))
-            step = tap_loop_step(reg, legs, other, other_legs, out, sizes, view.tap_dims())
+            step = tap_loop_step(reg, legs, other, other_legs, out, self._sizes, view.tap_dims())
             if step is not None:
                 return step
         return None
