@@ -20,7 +20,7 @@ torch.Size([3, 2, 36, 18])
 from __future__ import annotations
 
 from math import prod
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -55,12 +55,12 @@ def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
     return spec, (x.unsqueeze(0) if x.dim() == spec.ndim + 1 else x)
 
 
-def _compute_dtype(op: str, x: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.dtype:
-    if not x.is_floating_point():
-        raise argument_error(op, "x", f"tensor of dtype {x.dtype}", "a floating-point tensor")
+def _compute_dtype(op: str, x_dtype: torch.dtype, dtype: Optional[torch.dtype]) -> torch.dtype:
+    if not x_dtype.is_floating_point:
+        raise argument_error(op, "x", f"tensor of dtype {x_dtype}", "a floating-point tensor")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise argument_error(op, "dtype", dtype, "None or a floating-point torch.dtype")
-    wanted = dtype or x.dtype
+    wanted = dtype or x_dtype
     return torch.float32 if wanted in _LOW_PRECISION else wanted
 
 
@@ -147,23 +147,44 @@ def _append_bias(name: str, spec: ConvSpec, x: torch.Tensor, result: torch.Tenso
     return out.reshape(*lead, d + 1, d + 1)
 
 
-def factor(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str, reduction: str = "mean",
-           bias: bool = False, group_average: bool = False, structure: str = "full",
-           dtype: Optional[torch.dtype] = None, max_intermediate: Optional[int] = None,
-           strategy: str = "auto") -> torch.Tensor:
-    """Shared core of the module and functional forms: `name` is "kfc" or "kfac_reduce"."""
+def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
+                  reduction: str = "mean", bias: bool = False, group_average: bool = False,
+                  structure: str = "full", dtype: Optional[torch.dtype] = None,
+                  max_intermediate: Optional[int] = None,
+                  strategy: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+    """Validate the options once; the returned function computes the factor of a batched x.
+
+    `name` is "kfc" or "kfac_reduce"; `x_dtype` is the dtype the input will have.
+    """
     _check_options(op, name, reduction, structure,
                    {"bias": bias, "group_average": group_average}, strategy, max_intermediate)
-    compute = _compute_dtype(op, x, dtype)
-    x = x.to(compute)
+    compute = _compute_dtype(op, x_dtype, dtype)
+    wanted = dtype or compute
     options = {"reduction": reduction, "structure": structure, "group_average": group_average}
     if name == "kfc":
-        result = _kfc_chunked(spec, x, options, strategy, max_intermediate)
+        def core(x: torch.Tensor) -> torch.Tensor:
+            result = _kfc_chunked(spec, x, options, strategy, max_intermediate)
+            return _append_bias(name, spec, x, result, options, strategy) if bias else result
+    elif strategy == "auto":  # the ones column joins the mean patch: one pass over x
+        native = {**options, "bias": bias}
+        core = lambda x: kfac_native.kfac_reduce(spec, native, x)  # noqa: E731
     else:
-        result = compile(name, spec, strategy=strategy, **options)(x)
-    if bias:
-        result = _append_bias(name, spec, x, result, options, strategy)
-    return result.to(dtype or compute)
+        run = compile(name, spec, strategy=strategy, **options).run
+
+        def core(x: torch.Tensor) -> torch.Tensor:
+            result = run(x)
+            return _append_bias(name, spec, x, result, options, strategy) if bias else result
+
+    def compute_factor(x: torch.Tensor) -> torch.Tensor:
+        result = core(x if x.dtype == compute else x.to(compute))
+        return result if result.dtype == wanted else result.to(wanted)
+
+    return compute_factor
+
+
+def factor(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str, **options: Any) -> torch.Tensor:
+    """Shared core of the functional forms: `name` is "kfc" or "kfac_reduce"."""
+    return factor_runner(name, spec, x.dtype, op=op, **options)(x)
 
 
 def patch_matrix(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str,
@@ -171,7 +192,7 @@ def patch_matrix(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str,
     """Shared core of `patches` / `averaged_patches` ("patches" or "averaged_patches")."""
     if strategy not in STRATEGIES:
         raise argument_error(op, "strategy", strategy, ", ".join(repr(s) for s in STRATEGIES))
-    compute = _compute_dtype(op, x, dtype)
+    compute = _compute_dtype(op, x.dtype, dtype)
     return compile(name, spec, strategy=strategy)(x.to(compute)).to(dtype or compute)
 
 
@@ -181,6 +202,34 @@ def _bias_flag(op: str, conv: Any, bias: Optional[bool]) -> bool:
     if not isinstance(bias, bool):
         raise argument_error(op, "bias", bias, "None (follow conv.bias), True or False")
     return bias
+
+
+def _module_key(conv: Any) -> Optional[tuple]:
+    """The hyper-parameters of a conv module that its factors depend on (None: not a conv)."""
+    from ._torch_modules import CONV_TYPES, TRANSPOSED_TYPES
+
+    if not isinstance(conv, CONV_TYPES + TRANSPOSED_TYPES):
+        return None
+    return (type(conv), conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+            conv.padding, conv.dilation, conv.groups, conv.padding_mode, conv.output_padding,
+            conv.bias is not None)
+
+
+def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
+                   **options: Any) -> torch.Tensor:
+    """`name`'s factor of `conv` at `x`: validated and set up once per (module, x, options)."""
+    def build() -> Callable[[torch.Tensor], torch.Tensor]:
+        with error_context(op):
+            spec, batched = _module_spec(op, conv, x)
+            run = factor_runner(name, spec, x.dtype, op=op, bias=_bias_flag(op, conv, bias),
+                                **options)
+            return (lambda t: run(t.unsqueeze(0))) if batched is not x else run
+
+    module = _module_key(conv)
+    if module is None or not isinstance(x, torch.Tensor):
+        return build()(x)  # raises the TNConvError that names the bad argument
+    key = (op, module, tuple(x.shape), x.dtype, bias, *sorted(options.items()))
+    return cached_call(key, build)(x)
 
 
 def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[bool] = None,
@@ -198,12 +247,9 @@ def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[b
     is a quarter of the batch, at most 2**22 elements (the whole batch when its
     unfolded input has at most 2**18 elements).
     """
-    op = "tnconv.kfc"
-    with error_context(op):
-        spec, x = _module_spec(op, conv, x)
-        return factor("kfc", spec, x, op=op, reduction=reduction, bias=_bias_flag(op, conv, bias),
-                      group_average=group_average, structure=structure, dtype=dtype,
-                      max_intermediate=max_intermediate, strategy=strategy)
+    return _module_factor("kfc", "tnconv.kfc", conv, x, bias, reduction=reduction,
+                          group_average=group_average, structure=structure, dtype=dtype,
+                          max_intermediate=max_intermediate, strategy=strategy)
 
 
 def kfac_reduce(conv: Any, x: torch.Tensor, *, reduction: str = "mean",
@@ -215,12 +261,9 @@ def kfac_reduce(conv: Any, x: torch.Tensor, *, reduction: str = "mean",
     Options as `kfc`; `reduction` is "mean" or "sum"; the bias 1 is appended
     after averaging. The unfolded input is never formed.
     """
-    op = "tnconv.kfac_reduce"
-    with error_context(op):
-        spec, x = _module_spec(op, conv, x)
-        return factor("kfac_reduce", spec, x, op=op, reduction=reduction,
-                      bias=_bias_flag(op, conv, bias), group_average=group_average,
-                      structure=structure, dtype=dtype, strategy=strategy)
+    return _module_factor("kfac_reduce", "tnconv.kfac_reduce", conv, x, bias,
+                          reduction=reduction, group_average=group_average,
+                          structure=structure, dtype=dtype, strategy=strategy)
 
 
 def patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype] = None,

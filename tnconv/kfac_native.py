@@ -10,7 +10,8 @@ rest is mirrored. Returns `NotImplemented` where the view does not apply
 KFAC-reduce and the averaged patches only need Σ_o Π_d, a [K_d, I_d] matrix of
 counts per dimension (for any padding mode, and for transposed convolutions,
 where o is the pattern's input leg). The mean patch is then one matrix product
-per spatial dimension, the last one reading the input in place.
+per spatial dimension, the last one reading the input in place. With
+`options["bias"]` the ones column joins the mean patch before the product.
 
 >>> import torch
 >>> from tnconv.spec import ConvSpec
@@ -167,6 +168,8 @@ def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     ubar = averaged_patches(spec, options, x).transpose(0, 1)  # [G, N, D]
     if options["group_average"]:
         ubar = ubar.mean(0, keepdim=True)
+    if options.get("bias"):  # the ones column, appended after averaging
+        ubar = torch.cat([ubar, ubar.new_ones(ubar.shape[0], ubar.shape[1], 1)], 2)
     # The normalisation scales the small [G, N, D] factor, not the [G, D, D] result
     # (a second pass over the result doubled the time of large-D layers).
     left = ubar * (1.0 / x.shape[0]) if options["reduction"] == "mean" else ubar
