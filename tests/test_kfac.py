@@ -413,3 +413,18 @@ def test_pointwise_kernels_reduce_by_strided_sums(ndim, stride):
         for reduction in ("mean", "batch"):  # a scale applied to both copies would square
             assert_close(tnconv.kfc(conv, x, strategy=strategy, reduction=reduction),
                          kfc_ref(u, reduction))
+
+
+def test_module_call_cache_follows_changes_of_the_module():
+    """The set-up is cached per module hyper-parameters: a changed module is set up anew."""
+    conv = torch.nn.Conv2d(2, 3, 3, bias=True).double()
+    x = rand(4, 2, 6, 6)
+    assert tnconv.kfac_reduce(conv, x).shape == (1, 19, 19)
+    conv.bias = None
+    assert tnconv.kfac_reduce(conv, x).shape == (1, 18, 18)
+    conv.padding = (1, 1)
+    u = F.unfold(x, 3, padding=1).reshape(4, 1, 18, 36)  # [N, G, D, O]
+    assert_close(tnconv.kfac_reduce(conv, x), reduce_ref(u))
+    for _ in range(2):  # a bad call is never cached as valid
+        with pytest.raises(TNConvError, match="channels"):
+            tnconv.kfac_reduce(conv, rand(4, 3, 6, 6))
