@@ -102,7 +102,8 @@ class EinsumProgram:
                      f"largest intermediate {self.largest_intermediate:,} elements")
         if any(f >= 0 for f in self.folds):
             lines.append("folds    " + ", ".join(
-                f"step {n} folds [{f}]" for n, f in enumerate(self.folds) if f >= 0))
+                f"step {n} folds [{f}]" for n, f in enumerate(self.folds) if f >= 0)
+                + " (scatter-adds: one pass each, not the dense count above)")
         if self.scale != 1:
             lines.append(f"scale    {self.scale!r}")
         lines.append(f"result   reshape {self.output_shape} -> {self.result_shape}")
