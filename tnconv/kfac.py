@@ -42,14 +42,12 @@ _SMALL_UNFOLD_ELEMENTS = 2 ** 18
 
 def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
     """The spec of `conv` at input `x` (cached on the module's hyper-parameters and x's shape)."""
-    from ._torch_modules import CONV_TYPES, TRANSPOSED_TYPES, spec_from_module
+    from ._torch_modules import spec_from_module
 
     build = lambda: spec_from_module(ConvSpec, conv, x, operation=op)  # noqa: E731
-    if isinstance(conv, CONV_TYPES + TRANSPOSED_TYPES) and isinstance(x, torch.Tensor):
-        key = ("module_spec", op, type(conv), conv.in_channels, conv.out_channels,
-               conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
-               conv.padding_mode, conv.output_padding, tuple(x.shape))
-        spec = cached_call(key, build)
+    module = _module_key(conv)
+    if module is not None and isinstance(x, torch.Tensor):
+        spec = cached_call(("module_spec", op, module, tuple(x.shape)), build)
     else:
         spec = build()
     return spec, (x.unsqueeze(0) if x.dim() == spec.ndim + 1 else x)
