@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-from .lower import EinsumProgram, lower
+from .lower import EinsumProgram, lower, walk_path
 from .network import Network
 
 __all__ = ["Cost", "network_cost", "program_cost"]
@@ -57,7 +57,6 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
     sizes = dict(zip((i for op in program.operands for i in op.indices),
                      (s for op in program.operands for s in op.shape)))
     sizes.update(zip(program.output_indices, program.output_shape))
-    live = [(op.indices, op.is_constant) for op in program.operands]
     largest = dense = max((prod(op.shape) for op in program.dense_constants), default=0)
     folds = program.folds or (-1,) * len(program.path)
     moved = 0
@@ -67,26 +66,19 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
             moved += copied
             largest = max(largest, prod(op.shape) if copied else 0)
     flops = 0
-    for step_no, contract in enumerate(program.path):
-        taken = [live.pop(p) for p in sorted(contract, reverse=True)]
-        seen = dict.fromkeys(i for legs, _ in taken for i in legs)
-        if step_no == len(program.path) - 1:
-            out = program.output_indices
-        else:
-            rest = {i for legs, _ in live for i in legs} | set(program.output_indices)
-            out = tuple(i for i in seen if i in rest)
-        constant = all(c for _, c in taken)
-        live.append((out, constant))
+    for step_no, taken, out, constant in walk_path(program.operands, program.path,
+                                                   program.output_indices):
         if constant:
             continue
         result = prod(sizes[i] for i in out)
         if folds[step_no] >= 0:  # a scatter-add: one pass over the data operand
-            data = max(prod(sizes[i] for i in legs) for legs, c in taken if not c)
+            data = max(prod(sizes[i] for i in legs) for _, legs, c in taken if not c)
             flops += data
             moved += data + result
         else:
-            flops += prod(sizes[i] for i in seen)
-            moved += sum(prod(sizes[i] for i in legs) for legs, _ in taken) + result
+            flops += prod(sizes[i] for i in dict.fromkeys(i for _, legs, _ in taken
+                                                          for i in legs))
+            moved += sum(prod(sizes[i] for i in legs) for _, legs, _ in taken) + result
         largest = max(largest, result)
     return Cost(flops, largest, moved * itemsize, dense)
 

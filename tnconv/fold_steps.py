@@ -7,8 +7,8 @@ most one i. As an einsum it needs the dense [K, O, I] pattern (2 GiB for the
 input VJP of a 16,000-sample 1d layer) and O·I·K multiply-adds per row; as a
 fold it reads Y once: with zero padding one strided in-place add per tap, with
 the other padding modes one `index_add_`. Lowering marks such steps
-(`find_folds`), the cost model prices them as one pass over Y, and execution
-runs them as `FoldStep`s, so their patterns are never materialised.
+(`tnconv.lower.find_folds`), the cost model prices them as one pass over Y,
+and execution runs them as `FoldStep`s, so their patterns are never built.
 
 >>> import torch
 >>> from tnconv.index_pattern import IndexPattern
@@ -29,7 +29,7 @@ import numpy as np
 
 from .index_pattern import IndexPattern
 
-__all__ = ["FoldStep", "fold_step", "find_folds", "is_fold"]
+__all__ = ["FoldStep", "fold_step", "is_fold"]
 
 
 def is_fold(pattern_legs: Sequence[str], value: Any, shape: Sequence[int],
@@ -47,31 +47,6 @@ def is_fold(pattern_legs: Sequence[str], value: Any, shape: Sequence[int],
         return False
     kept = [leg for leg in other_legs if leg not in (k, o)] + [i]
     return sorted(kept) == sorted(out) and len(set(kept)) == len(kept)
-
-
-def find_folds(operands: Sequence[Any], path: Sequence[tuple[int, ...]],
-               output: tuple[str, ...]) -> tuple[int, ...]:
-    """For each step of `path`: the operand position of the pattern it folds, or -1.
-
-    `operands` are `tnconv.lower.Operand`s; the walk follows opt_einsum's
-    pop-and-append convention, as execution does.
-    """
-    live = [(pos, op.indices, op.is_constant) for pos, op in enumerate(operands)]
-    folds = []
-    for step_no, contract in enumerate(path):
-        taken = [live.pop(p) for p in sorted(contract, reverse=True)]
-        seen = dict.fromkeys(i for _, legs, _ in taken for i in legs)
-        rest = {i for _, legs, _ in live for i in legs} | set(output)
-        out = output if step_no == len(path) - 1 else tuple(i for i in seen if i in rest)
-        found = -1
-        if len(taken) == 2:
-            for (pos, legs, constant), (_, other, other_constant) in (taken, taken[::-1]):
-                if pos >= 0 and constant and not other_constant and is_fold(
-                        legs, operands[pos].value, operands[pos].shape, other, out):
-                    found = pos
-        folds.append(found)
-        live.append((-1, out, all(c for _, _, c in taken)))
-    return tuple(folds)
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,15 +21,15 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, replace
 from math import prod
-from typing import Hashable, Optional
+from typing import Hashable, Iterator, Optional
 
 import opt_einsum
 
-from .fold_steps import find_folds
+from .fold_steps import is_fold
 from .index_pattern import IndexPattern
 from .network import Network, Tensor
 
-__all__ = ["Operand", "EinsumProgram", "lower", "plan_path"]
+__all__ = ["Operand", "EinsumProgram", "lower", "plan_path", "walk_path", "find_folds"]
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,40 @@ def fold_first_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]
         live = [x for x in live if x not in (current, pattern)] + [next(fresh)]
         current = live[-1]
     return path
+
+
+def walk_path(operands: tuple[Operand, ...], path: tuple[tuple[int, ...], ...],
+              output: tuple[str, ...]) -> Iterator[tuple[int, list, tuple[str, ...], bool]]:
+    """Walk `path` as execution runs it (opt_einsum's pop-and-append convention).
+
+    Yields (step number, the operands taken as (operand position or -1 for an
+    intermediate, legs, is constant), the step's output legs, whether every
+    operand taken is constant).
+    """
+    live = [(pos, op.indices, op.is_constant) for pos, op in enumerate(operands)]
+    for step_no, contract in enumerate(path):
+        taken = [live.pop(p) for p in sorted(contract, reverse=True)]
+        seen = dict.fromkeys(i for _, legs, _ in taken for i in legs)
+        rest = {i for _, legs, _ in live for i in legs} | set(output)
+        out = output if step_no == len(path) - 1 else tuple(i for i in seen if i in rest)
+        constant = all(c for _, _, c in taken)
+        live.append((-1, out, constant))
+        yield step_no, taken, out, constant
+
+
+def find_folds(operands: tuple[Operand, ...], path: tuple[tuple[int, ...], ...],
+               output: tuple[str, ...]) -> tuple[int, ...]:
+    """For each step of `path`: the operand position of the pattern it folds, or -1."""
+    folds = []
+    for _, taken, out, _ in walk_path(operands, path, output):
+        found = -1
+        if len(taken) == 2:
+            for (pos, legs, constant), (_, other, other_constant) in (taken, taken[::-1]):
+                if pos >= 0 and constant and not other_constant and is_fold(
+                        legs, operands[pos].value, operands[pos].shape, other, out):
+                    found = pos
+        folds.append(found)
+    return tuple(folds)
 
 
 def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...]) -> EinsumProgram:
