@@ -415,6 +415,25 @@ def test_pointwise_kernels_reduce_by_strided_sums(ndim, stride):
                          kfc_ref(u, reduction))
 
 
+@pytest.mark.parametrize("ndim, kernel, size", [
+    (1, 4, 10), (2, (4, 2), (9, 8)), (2, (3, 2), (7, 7)), (3, (2, 2, 3), (5, 4, 6))])
+def test_non_overlapping_patches_reduce_by_cropped_sums(ndim, kernel, size):
+    """stride = kernel (ViT's patch embedding): the mean patch sums cropped tiles.
+
+    Sizes that are not a multiple of the kernel leave a remainder that no patch
+    reads; (3, 2) with stride (3, 1) mixes a tiled dimension with an overlapping one.
+    """
+    kernel = kernel if isinstance(kernel, tuple) else (kernel,)
+    stride = (3, 1) if kernel == (3, 2) else kernel
+    conv = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[ndim](
+        4, 6, kernel, stride=stride, groups=2, bias=False)
+    x = rand(3, 4, *(size if isinstance(size, tuple) else (size,)))
+    u = unfold_ref(x, kernel, stride, 0, (1,) * ndim, 2)
+    for strategy in ("auto", "tn"):
+        assert_close(tnconv.averaged_patches(conv, x, strategy=strategy), u.mean(-1))
+        assert_close(tnconv.kfac_reduce(conv, x, strategy=strategy), reduce_ref(u))
+
+
 def test_module_call_cache_follows_changes_of_the_module():
     """The set-up is cached per module hyper-parameters: a changed module is set up anew."""
     conv = torch.nn.Conv2d(2, 3, 3, bias=True).double()

@@ -10,7 +10,7 @@ rest is mirrored. Returns `NotImplemented` where the view does not apply
 KFAC-reduce and the averaged patches only need Σ_o Π_d, a [K_d, I_d] matrix of
 counts per dimension (for any padding mode, and for transposed convolutions,
 where o is the pattern's input leg). The mean patch is then one matrix product
-per spatial dimension, the last one reading the input in place. With
+per spatial dimension, the first one reading the input in place. With
 `options["bias"]` the ones column joins the mean patch before the product.
 
 >>> import torch
@@ -121,7 +121,7 @@ def _summed_pattern(pattern: IndexPattern, transposed: bool, device: Any, dtype:
 
 
 def _window_sum_pays(pattern: IndexPattern, spec: ConvSpec, y: torch.Tensor) -> bool:
-    """Few rows of data (long 1d signals): summing windows reads less than the [K, I] counts."""
+    """Few rows of a 1d signal: summing windows reads less than the [K, I] counts."""
     rows = y.numel() // pattern.input_size
     return not spec.transposed and pattern.mode == "zeros" and rows < pattern.kernel_size
 
@@ -140,26 +140,46 @@ def _is_pointwise(spec: ConvSpec) -> bool:
             and not any(p for pair in spec.padding for p in pair))
 
 
+def _tiles(pattern: IndexPattern, transposed: bool) -> bool:
+    """Whether the pattern cuts its dimension into non-overlapping patches (stride = kernel)."""
+    return (not transposed and pattern.stride == pattern.kernel_size and pattern.dilation == 1
+            and pattern.padding == (0, 0))
+
+
 def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one matmul per spatial dimension."""
     if _is_pointwise(spec):  # 1×1 kernels: the strided pixels, summed
         picked = x[(slice(None), slice(None)) + tuple(
             slice(0, s * (o - 1) + 1, s) for s, o in zip(spec.stride, spec.output_size))]
-        y = picked.sum(dim=tuple(range(2, 2 + spec.ndim)))
-        return y.reshape(x.shape[0], spec.groups, -1).mul_(1.0 / prod(spec.output_size))
-    sizes = spec.input_size
+        return _mean_patch(spec, x, picked.sum(dim=tuple(range(2, 2 + spec.ndim))))
+    sizes, last = spec.input_size, spec.ndim - 1
     y = x.reshape(-1, *sizes)
-    for d in reversed(range(spec.ndim)):
-        pattern = spec.patterns()[d]
-        if d == spec.ndim - 1 and _window_sum_pays(pattern, spec, y):
-            y = _window_sum(y, pattern)
+    if last == 0 and _window_sum_pays(spec.patterns()[0], spec, y):
+        return _mean_patch(spec, x, _window_sum(y, spec.patterns()[last]))
+    rows = y.shape[0]
+    # The first dimension first: one broadcast matmul [K_1, I_1] @ [I_1, rest] per row
+    # reads x once at nearly the speed of a sum; a thin [.., I_N] @ [I_N, K_N] product
+    # over all of x first ran 2-3x slower (MKL is slow with few output columns).
+    # Non-overlapping patches (ViT's patch embedding) need no counts: crop to O·K and sum
+    # over O, which reads x contiguously (1.5x faster than the counts product).
+    for d, pattern in enumerate(spec.patterns()):
+        if _tiles(pattern, spec.transposed):
+            size, k = pattern.output_size, pattern.kernel_size
+            y = y.reshape(rows, sizes[d], -1)[:, :size * k].reshape(rows, size, -1).sum(1)
+            rows *= k
             continue
         counts = _summed_pattern(pattern, spec.transposed, x.device, x.dtype)
-        if d == spec.ndim - 1:
-            y = torch.matmul(y, counts.T)  # [M, I1…I(N-1), K_N], x read in place
+        if d == last:
+            y = y.reshape(-1, sizes[d]) @ counts.T  # [rows·K_1…K_(N-1), K_N]
         else:
-            y = torch.matmul(counts, y.reshape(y.shape[0], *sizes[:d + 1], -1))
-    y = y.reshape(x.shape[0], spec.groups, -1)
+            y = torch.matmul(counts, y.reshape(rows, sizes[d], -1))  # [rows, K_d, rest]
+            rows *= counts.shape[0]
+    return _mean_patch(spec, x, y)
+
+
+def _mean_patch(spec: ConvSpec, x: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
+    """[N, G, D] from the position sums, divided by the number of output positions."""
+    y = summed.reshape(x.shape[0], spec.groups, -1)
     return y.mul_(1.0 / prod(spec.output_size))
 
 
