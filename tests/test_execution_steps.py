@@ -107,3 +107,35 @@ def test_a_scaled_permutation_never_writes_into_the_argument():
     before = x.clone()
     assert_close(plan(x), 2 * before.T)
     assert torch.equal(x, before)
+
+
+def _unfold_plan(spec: tnconv.ConvSpec, batch: int):
+    program = tnconv.compile("unfold", spec, strategy="tn").program_for(batch)
+    return plan_for(program, DEVICE, torch.float64)
+
+
+def test_a_pure_view_runs_as_one_strided_copy():
+    """An unpadded unfold is a strided view of x: one as_strided and a copy per call,
+    exact for an input with a storage offset, a non-contiguous input and a 1×1 kernel
+    (whose view is x itself: the result must still be a new tensor)."""
+    from tests.references import unfold_nd
+
+    spec = tnconv.ConvSpec(3, 3, kernel_size=(4, 2), input_size=(9, 7), stride=(2, 1),
+                           dilation=(1, 2))
+    plan = _unfold_plan(spec, 2)
+    assert plan._strided is not None
+    base = rand(3, 3, 9, 7)
+    for x in (base[1:], base[1:].transpose(2, 3).contiguous().transpose(2, 3)):
+        expected = unfold_nd(x, (4, 2), (2, 1), [(0, 0), (0, 0)], (1, 2))
+        assert_close(plan(x), expected)
+    pointwise = _unfold_plan(tnconv.ConvSpec(3, 3, kernel_size=1, input_size=(5,)), 2)
+    x = rand(2, 3, 5)
+    result = pointwise(x)
+    assert_close(result, x)
+    result.zero_()
+    assert x.abs().sum() > 0
+
+
+def test_a_padded_view_keeps_the_step_by_step_plan():
+    spec = tnconv.ConvSpec(2, 2, kernel_size=3, input_size=(6,), padding=1)
+    assert _unfold_plan(spec, 1)._strided is None

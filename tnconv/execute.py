@@ -7,7 +7,8 @@ per-call work is only the steps that touch data. Two copies of one argument
 meeting in a step (KFC) run as one Gram product (`tnconv.gram`); a scattering
 index pattern is applied as a scatter-add and never built (`tnconv.fold_steps`); a chain that
 repeats an earlier one is not run again (`tnconv.plan_signatures`); overlapping
-window views summed against the weight's taps run tap by tap (`tnconv.tap_loop`). Plain torch calls (no
+window views summed against the weight's taps run tap by tap (`tnconv.tap_loop`); a result
+that is only a view of the argument (an unpadded unfold) is one `as_strided` and a copy. Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
 >>> import torch
@@ -160,6 +161,23 @@ class ExecutionPlan:
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = all(isinstance(s, (_UnaryStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
+        self._strided = self._strided_result()
+
+    def _strided_result(self) -> Optional[tuple]:
+        """(size, stride, offset) of the result where it is a strided view of a contiguous argument.
+
+        Found by running the plan on a meta tensor (no data): if the result is
+        still a view of it, a call needs only one `as_strided` and the copy,
+        not the chain of view calls (about 15 µs less on a small unfold).
+        """
+        if not self._may_alias or self.program.scale != 1 or len(self.program.roles) != 1:
+            return None
+        probe = torch.empty(prod(self.argument_shapes[0]) if self.argument_views[0] is None
+                            else prod(self.argument_views[0].base_shape), device="meta")
+        result = self._evaluate((probe,))
+        if result is not probe and result._base is not probe:
+            return None  # a step copied (padding, a sum): no single view
+        return tuple(result.shape), result.stride(), result.storage_offset()
 
     def _fold_scale(self) -> Optional[int]:
         """Apply the scale where it is cheapest: a constant (once), else a small argument.
@@ -238,6 +256,21 @@ class ExecutionPlan:
         return None
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
+        if self._strided is not None:
+            x = arguments[0]
+            if x.is_contiguous() and not x.requires_grad:
+                size, stride, offset = self._strided
+                view = x.as_strided(size, stride, x.storage_offset() + offset)
+                return view.clone(memory_format=torch.contiguous_format).view(self.result_shape)
+        result = self._evaluate(arguments)
+        if self.scale != 1:  # in place unless the result may be a view of an argument
+            result = result * self.scale if self._may_alias else result.mul_(self.scale)
+        if self._may_alias and _shares_memory(result, arguments):
+            return result.clone(memory_format=torch.contiguous_format).view(self.result_shape)
+        return result.contiguous().view(self.result_shape)
+
+    def _evaluate(self, arguments: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The last step's register (before the scale and the final layout)."""
         registers = list(self._registers)
         for pos, (which, shape, view) in enumerate(
                 zip(self.argument_of, self.argument_shapes, self.argument_views)):
@@ -250,12 +283,7 @@ class ExecutionPlan:
             registers[self._scaled_argument] = registers[self._scaled_argument] * self.program.scale
         for step, out in zip(self._steps, self._data_step_outputs):
             registers[out] = step(registers)
-        result = registers[-1]
-        if self.scale != 1:  # in place unless the result may be a view of an argument
-            result = result * self.scale if self._may_alias else result.mul_(self.scale)
-        if self._may_alias and _shares_memory(result, arguments):
-            return result.clone(memory_format=torch.contiguous_format).view(self.result_shape)
-        return result.contiguous().view(self.result_shape)
+        return registers[-1]
 
 
 def _shares_memory(result: torch.Tensor, arguments: tuple[torch.Tensor, ...]) -> bool:
