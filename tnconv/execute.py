@@ -37,8 +37,10 @@ from .constants import to_torch
 from .fold_steps import FoldStep, fold_step
 from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
+from .shift_gemm import shift_gemm_step
 from .tap_loop import tap_loop_step
 from .lower import EinsumProgram
+from .views import Window
 
 __all__ = ["ExecutionPlan", "plan_for"]
 
@@ -222,7 +224,7 @@ class ExecutionPlan:
             return _unary_step(taken[0][0], taken[0][1], out)
         equation = _local_equation([legs for _, legs, _ in taken], out)
         return (self._fold(taken, out) or self._gram(taken, out, sigs)
-                or self._tap_loop(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
+                or self._tap_loop(taken, out) or self._shift_gemm(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
 
     def _fold(self, taken: list, out: tuple[str, ...]) -> Optional[FoldStep]:
         """A fold step where lowering marked the pattern of this step as folded."""
@@ -251,6 +253,21 @@ class ExecutionPlan:
             if view is None or prod(view.shape) < 2 * prod(view.base_shape):
                 continue
             step = tap_loop_step(reg, legs, other, other_legs, out, self._sizes, view.tap_dims())
+            if step is not None:
+                return step
+        return None
+
+    def _shift_gemm(self, taken: list, out: tuple[str, ...]) -> Optional[Any]:
+        """A shift-GEMM where stride-1 windows of an argument meet a grouped weight."""
+        if len(taken) != 2:
+            return None
+        for (reg, legs, _), (other, other_legs, _) in (taken, taken[::-1]):
+            view = self.argument_views[reg] if reg < len(self.argument_views) else None
+            if view is None or any(getattr(s, "step", 1) != 1 for s in view.steps
+                                   if isinstance(s, Window)):
+                continue
+            step = shift_gemm_step(reg, legs, view.tap_dims(), other, other_legs, out,
+                                   self._sizes)
             if step is not None:
                 return step
         return None
