@@ -7,12 +7,17 @@ place instead. Flattened over its spatial dimensions, the pixels that tap t
 reads for all output positions lie in one contiguous run: the output rows at
 the padded width, whose last K−1 columns are computed and dropped. So each tap
 is one batched product W_t[g] @ X[n, g, :, run_t], accumulated with
-`baddbmm_`, and the result is a strided view of the accumulator.
+`baddbmm_`, and the result is a strided view of the accumulator. A weight
+VJP keeps the taps: the cotangent is laid out once at the padded width, zero
+in the dropped columns, and each tap is one batched product with its run
+(an inf or NaN in a dropped column of the input reaches that tap's gradient
+as 0·inf, where torch's would not read it).
 
 Chosen for grouped convolutions only (a leg shared by the data, the weight and
 the result, and channels per group to contract): there it measured 1.2-5x
-faster than the einsum over the window view; for dense convolutions, whose one
-einsum is a large well-shaped product, it was as often slower. Stride-1
+faster than the einsum over the window view (ResNeXt's weight VJP 7x); for
+dense convolutions, whose one einsum is a large well-shaped product, it was
+as often slower. Stride-1
 windows only (a strided window's run would hold stride-times more columns).
 
 >>> import torch
@@ -30,13 +35,11 @@ import itertools
 import string
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["ShiftGemmStep", "shift_gemm_step"]
-
-_ORDER = ("batch", "shared", "contracted")
+__all__ = ["ShiftGemmStep", "ShiftGemmOutputStep", "shift_gemm_step"]
 
 
 @dataclass(frozen=True)
@@ -64,37 +67,101 @@ class ShiftGemmStep:
 
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
-        nb, ns, nc = self.lead
-        batch, shared, free, contracted = self.sizes
-        spatial = v.dim() - nb - ns - nc
-        strides = v.stride()
-        o_strides = strides[nb + ns + nc::2]
-        k_strides = strides[nb + ns + nc + 1::2]
-        if spatial == 0 or min(o_strides) != 1:
+        runs = _Runs.of(v, sum(self.lead))
+        if runs is None:
             return torch.einsum(self.equation, v, w)
-        outputs = v.shape[nb + ns + nc::2]
-        taps = v.shape[nb + ns + nc + 1::2]
-        run = sum((o - 1) * s for o, s in zip(outputs, o_strides)) + 1
-        rows, inner = prod(batch) * prod(shared), prod(contracted)
-        width = prod(free)
-        lead_shape = batch + shared + contracted
-        lead_strides = strides[:nb + ns + nc]
+        batch, shared, free, contracted = self.sizes
+        rows, width, inner = prod(batch) * prod(shared), prod(free), prod(contracted)
         weight = w.permute(self.weight_permutation).reshape(prod(shared), width, inner, -1)
         # [taps, batch·shared, free, contracted]: the weight of every tap for every batch row
         weight = weight.permute(3, 0, 1, 2).unsqueeze(1).expand(
             -1, prod(batch), -1, -1, -1).reshape(-1, rows, width, inner)
-        out = v.new_empty(rows, width, run)
-        for t, tap in enumerate(itertools.product(*(range(k) for k in taps))):
-            offset = v.storage_offset() + sum(k * s for k, s in zip(tap, k_strides))
-            data = v.as_strided(lead_shape + (run,), lead_strides + (1,), offset)
-            data = data.reshape(rows, inner, run)
+        out = v.new_empty(rows, width, runs.length)
+        for t in range(len(runs.offsets)):
+            data = runs.tap(v, t).reshape(rows, inner, runs.length)
             if t == 0:
                 torch.bmm(weight[0], data, out=out)
             else:
                 out.baddbmm_(weight[t], data)
-        kept = out.as_strided(batch + shared + free + tuple(outputs),
-                              _contiguous_strides(batch + shared + free, run) + o_strides)
+        kept = out.as_strided(batch + shared + free + runs.outputs,
+                              _contiguous_strides(batch + shared + free, runs.length)
+                              + runs.o_strides)
         return kept.permute(self.permutation)
+
+
+@dataclass(frozen=True)
+class ShiftGemmOutputStep:
+    """Taps kept in the result (a grouped weight VJP), one batched product per tap.
+
+    R[t, shared, free', free] = Σ_summed Σ_o other[summed, shared, free', o] ·
+    windowed[summed, shared, free, o, t]: the other operand is laid out once at
+    the padded width, zero in the dropped columns, and meets each tap's run.
+    The windowed operand's legs are (summed…, shared…, free…) then (o, k) pairs;
+    `other_permutation` lays the other out as [summed…, shared…, free'…, o…];
+    `permutation` orders [taps…, shared…, free'…, free…] as the step's output.
+    """
+
+    windowed: int
+    other: int
+    lead: tuple[int, int, int]  # number of summed, shared and free legs of the data
+    other_permutation: tuple[int, ...]
+    sizes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    permutation: tuple[int, ...]
+    equation: str
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.windowed, self.other)
+
+    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
+        v, w = registers[self.windowed], registers[self.other]
+        runs = _Runs.of(v, sum(self.lead))
+        if runs is None:
+            return torch.einsum(self.equation, v, w)
+        summed, shared, other_free, free = self.sizes
+        rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
+        padded = v.new_zeros(rows, width, runs.length)
+        padded.as_strided(summed + shared + other_free + runs.outputs,
+                          _contiguous_strides(summed + shared + other_free, runs.length)
+                          + runs.o_strides).copy_(w.permute(self.other_permutation))
+        taps = len(runs.offsets)
+        total = v.new_empty(taps, rows, width, inner)
+        for t in range(taps):
+            data = runs.tap(v, t).reshape(rows, inner, runs.length)
+            torch.bmm(padded, data.transpose(1, 2), out=total[t])
+        total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
+        return total.reshape(runs.taps + shared + other_free + free).permute(self.permutation)
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Each tap's run in a stride-1 window view: where it starts, how long it is."""
+
+    lead_shape: tuple[int, ...]
+    lead_strides: tuple[int, ...]
+    outputs: tuple[int, ...]
+    o_strides: tuple[int, ...]
+    taps: tuple[int, ...]
+    length: int
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, v: torch.Tensor, leading: int) -> Optional["_Runs"]:
+        """None where the window starts have no unit stride (no contiguous run)."""
+        strides, shape = v.stride(), tuple(v.shape)
+        o_strides, k_strides = strides[leading::2], strides[leading + 1::2]
+        if not o_strides or min(o_strides) != 1:
+            return None
+        outputs, taps = shape[leading::2], shape[leading + 1::2]
+        offsets = tuple(v.storage_offset() + sum(k * s for k, s in zip(tap, k_strides))
+                        for tap in itertools.product(*(range(k) for k in taps)))
+        length = sum((o - 1) * s for o, s in zip(outputs, o_strides)) + 1
+        return cls(shape[:leading], strides[:leading], outputs, o_strides, taps, length, offsets)
+
+    def tap(self, v: torch.Tensor, t: int) -> torch.Tensor:
+        """[lead…, run] of tap t, read in place."""
+        return v.as_strided(self.lead_shape + (self.length,), self.lead_strides + (1,),
+                            self.offsets[t])
 
 
 def _contiguous_strides(shape: tuple[int, ...], inner: int) -> tuple[int, ...]:
@@ -105,46 +172,62 @@ def _contiguous_strides(shape: tuple[int, ...], inner: int) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
+def _kind(leg: str, other_legs: tuple[str, ...], out: tuple[str, ...]) -> Optional[str]:
+    if leg in out:
+        return "shared" if leg in other_legs else "kept"
+    return "summed" if leg in other_legs else None
+
+
 def shift_gemm_step(windowed: int, legs: tuple[str, ...], tap_dims: tuple[int, ...],
                     other: int, other_legs: tuple[str, ...], out: tuple[str, ...],
-                    sizes: dict[str, int]) -> Optional[ShiftGemmStep]:
-    """A `ShiftGemmStep` where a grouped stride-1 window view meets the weight, else None.
+                    sizes: dict[str, int]) -> Optional[Union[ShiftGemmStep, ShiftGemmOutputStep]]:
+    """A shift-GEMM step where a grouped stride-1 window view meets `other`, else None.
 
-    `tap_dims` are the tap legs' positions in `legs` (each right after its
-    window-start leg); every tap must be summed against `other`.
+    `legs` are the windowed operand's: leading legs, then (window start, tap)
+    pairs at `tap_dims`. Taps summed against `other` (a convolution): a
+    `ShiftGemmStep`, leading legs ordered (kept, shared, summed). Taps kept in
+    the result with the window starts summed (a weight VJP): a
+    `ShiftGemmOutputStep`, leading legs ordered (summed, shared, kept).
     """
-    if not tap_dims or list(tap_dims) != list(range(len(legs) - 2 * len(tap_dims) + 1,
-                                                    len(legs), 2)):
+    leading = len(legs) - 2 * len(tap_dims)
+    if not tap_dims or list(tap_dims) != list(range(leading + 1, len(legs), 2)):
         return None
-    lead = legs[:len(legs) - 2 * len(tap_dims)]
-    starts = tuple(legs[d - 1] for d in tap_dims)
-    taps = tuple(legs[d] for d in tap_dims)
-    if any(t not in other_legs or t in out for t in taps) or any(
-            o not in out or o in other_legs for o in starts):
+    lead, starts, taps = legs[:leading], legs[leading::2], legs[leading + 1::2]
+    kinds = [_kind(leg, other_legs, out) for leg in lead]
+    extra = tuple(leg for leg in other_legs if leg not in legs)
+    if None in kinds or not extra or any(leg not in out for leg in extra):
         return None
-    kind = ["batch" if leg in out and leg not in other_legs else
-            "shared" if leg in out else "contracted" if leg in other_legs else "summed"
-            for leg in lead]
-    if "summed" in kind or kind != sorted(kind, key=_ORDER.index):
-        return None
-    batch = tuple(leg for leg, k in zip(lead, kind) if k == "batch")
-    shared = tuple(leg for leg, k in zip(lead, kind) if k == "shared")
-    contracted = tuple(leg for leg, k in zip(lead, kind) if k == "contracted")
-    free = tuple(leg for leg in other_legs if leg not in lead and leg not in taps)
-    if not shared or not free or any(leg not in out for leg in free) \
-            or prod(sizes[leg] for leg in free + contracted) < 2:
-        return None
-    accumulated = batch + shared + free + starts
-    if sorted(accumulated) != sorted(out):
+    group = {k: tuple(leg for leg, kind in zip(lead, kinds) if kind == k)
+             for k in ("kept", "shared", "summed")}
+    kept, shared, summed = group["kept"], group["shared"], group["summed"]
+    if not shared:  # dense convolutions: one einsum measured as fast
         return None
     size_of = lambda seq: tuple(sizes[leg] for leg in seq)  # noqa: E731
     letters = dict(zip(dict.fromkeys(legs + other_legs), string.ascii_letters))
     spell = lambda seq: "".join(letters[leg] for leg in seq)  # noqa: E731
-    return ShiftGemmStep(
-        windowed=windowed, other=other,
-        lead=(len(batch), len(shared), len(contracted)),
-        weight_permutation=tuple(other_legs.index(leg) for leg in shared + free + contracted + taps),
-        sizes=(size_of(batch), size_of(shared), size_of(free), size_of(contracted)),
-        permutation=tuple(accumulated.index(leg) for leg in out),
-        equation=f"{spell(legs)},{spell(other_legs)}->{spell(out)}",
-    )
+    equation = f"{spell(legs)},{spell(other_legs)}->{spell(out)}"
+    summed_taps = all(t in other_legs and t not in out for t in taps) and all(
+        o in out and o not in other_legs for o in starts)
+    kept_taps = all(t in out and t not in other_legs for t in taps) and all(
+        o in other_legs and o not in out for o in starts)
+    if summed_taps and lead == kept + shared + summed \
+            and sorted(other_legs) == sorted(shared + extra + summed + taps) \
+            and prod(size_of(extra + summed)) > 1:
+        accumulated = kept + shared + extra + starts
+        return ShiftGemmStep(
+            windowed=windowed, other=other, lead=(len(kept), len(shared), len(summed)),
+            weight_permutation=tuple(other_legs.index(leg)
+                                     for leg in shared + extra + summed + taps),
+            sizes=(size_of(kept), size_of(shared), size_of(extra), size_of(summed)),
+            permutation=tuple(accumulated.index(leg) for leg in out), equation=equation)
+    if kept_taps and lead == summed + shared + kept \
+            and sorted(other_legs) == sorted(summed + shared + extra + starts) \
+            and prod(size_of(extra + kept)) > 1:
+        result = taps + shared + extra + kept
+        return ShiftGemmOutputStep(
+            windowed=windowed, other=other, lead=(len(summed), len(shared), len(kept)),
+            other_permutation=tuple(other_legs.index(leg)
+                                    for leg in summed + shared + extra + starts),
+            sizes=(size_of(summed), size_of(shared), size_of(extra), size_of(kept)),
+            permutation=tuple(result.index(leg) for leg in out), equation=equation)
+    return None
