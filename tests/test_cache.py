@@ -87,3 +87,30 @@ def test_threads_share_one_compiled_program():
     for r in results:
         assert_close(r, expected)
     assert tnconv.cache_info()["plans"]["misses"] == 1
+
+
+def test_a_cached_call_never_accepts_what_a_fresh_call_rejects():
+    """True == 1 and 2.0 == 2 in Python: the call-site cache must still tell them apart."""
+    x, w = rand(1, 2, 7, 7), rand(2, 2, 3, 3)
+    g = tnconv.conv(x, w, stride=1)
+    tnconv.conv_weight_vjp(x, w.shape, g, stride=1)
+    tnconv.conv_input_vjp(x.shape, w, g, stride=1)
+    for call in (lambda: tnconv.conv(x, w, stride=True),
+                 lambda: tnconv.conv(x, w, stride=1, groups=1.0),
+                 lambda: tnconv.conv_weight_vjp(x, w.shape, g, stride=True),
+                 lambda: tnconv.conv_input_vjp(x.shape, w, g, dilation=1.0)):
+        with pytest.raises(tnconv.TNConvError):
+            call()
+
+
+def test_derivatives_set_up_once_per_call_site():
+    tnconv.clear_caches()
+    x, w = rand(2, 2, 7, 7), rand(3, 2, 3, 3)
+    g = rand(2, 3, 5, 5)
+    for _ in range(3):
+        tnconv.conv_weight_vjp(x, w.shape, g)
+        tnconv.conv_input_vjp(list(x.shape), w, g)
+    assert tnconv.cache_info()["calls"]["misses"] == 2
+    assert tnconv.cache_info()["calls"]["hits"] == 4
+    with pytest.raises(tnconv.TNConvError, match="grad_output"):
+        tnconv.conv_weight_vjp(x, w.shape, g[:1])

@@ -9,11 +9,13 @@ simply bypass the cache.
 'built'
 >>> cached_call(("demo", [1]), lambda: "unhashable key, built again")
 'unhashable key, built again'
+>>> cached_call(("demo", True), lambda: "True is not 1")
+'True is not 1'
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from .cache import LRUCache
 
@@ -29,10 +31,18 @@ def shape_of(value: Any) -> Any:
     return tuple(shape) if shape is not None else type(value)
 
 
-def cached_call(key: Hashable, build: Callable[[], T]) -> T:
-    """`build()` once per hashable `key`; unhashable keys build every time."""
+def _types(key: tuple) -> tuple:
+    return tuple(_types(k) if type(k) is tuple else type(k) for k in key)
+
+
+def cached_call(key: tuple, build: Callable[[], T]) -> T:
+    """`build()` once per hashable `key`; unhashable keys build every time.
+
+    Keys match with their types: `True == 1` and `1.0 == 1` in Python, but a
+    stride of True is an error where a stride of 1 is not.
+    """
     try:
         hash(key)
     except TypeError:
         return build()
-    return _CALLS.get_or_create(key, build)
+    return _CALLS.get_or_create((key, _types(key)), build)

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 import torch
 
-from ..compiler import compile
+from ..call_cache import cached_call, shape_of
+from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import require_tensor, spatial_ndim
@@ -62,6 +63,11 @@ def conv_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int], 
     return spec
 
 
+def _size_key(value: Any) -> Any:
+    """A shape argument as a hashable key (a list becomes a tuple)."""
+    return tuple(value) if isinstance(value, (tuple, list, torch.Size)) else value
+
+
 def output_of(spec: ConvSpec, batch: int) -> tuple[int, ...]:
     """Shape of the (transposed) convolution's result, i.e. of its grad_output."""
     return (batch, spec.out_channels, *spec.output_size)
@@ -71,12 +77,21 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
                    stride=1, padding=0, dilation=1, groups: int = 1,
                    padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
     """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
+    key = ("input_vjp", _size_key(input_size), shape_of(weight), shape_of(grad_output), stride,
+           padding, dilation, groups, padding_mode, strategy)
+    return cached_call(key, lambda: _input_vjp_setup(
+        input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode,
+        strategy)).run(weight, grad_output)
+
+
+def _input_vjp_setup(input_size, weight, grad_output, stride, padding, dilation, groups,
+                     padding_mode, strategy) -> Compiled:
     op = "tnconv.conv_input_vjp"
     ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
     size = full_shape(op, "input_size", input_size, ndim)
     spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
-    return compile("input_vjp", spec, strategy=strategy)(weight, grad_output)
+    return compile("input_vjp", spec, strategy=strategy)
 
 
 def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output: torch.Tensor,
@@ -87,6 +102,15 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
 
     `per_sample=True` returns one gradient per example, [N, *weight_size].
     """
+    key = ("weight_vjp", shape_of(input), _size_key(weight_size), shape_of(grad_output), stride,
+           padding, dilation, groups, padding_mode, per_sample, strategy)
+    return cached_call(key, lambda: _weight_vjp_setup(
+        input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,
+        per_sample, strategy)).run(input, grad_output)
+
+
+def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation, groups,
+                      padding_mode, per_sample, strategy) -> Compiled:
     op = "tnconv.conv_weight_vjp"
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
     size = full_shape(op, "weight_size", weight_size, ndim)
@@ -94,30 +118,47 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    vjp = compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
-    return vjp(input, grad_output)
+    return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
 
 
 def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,
                    dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                    strategy: str = "auto") -> torch.Tensor:
     """Change of the convolution's output along `input_tangent` (the weight held fixed)."""
+    key = ("input_jvp", shape_of(input_tangent), shape_of(weight), stride, padding, dilation,
+           groups, padding_mode, strategy)
+    return cached_call(key, lambda: _input_jvp_setup(
+        input_tangent, weight, stride, padding, dilation, groups, padding_mode,
+        strategy)).run(input_tangent, weight)
+
+
+def _input_jvp_setup(input_tangent, weight, stride, padding, dilation, groups, padding_mode,
+                     strategy) -> Compiled:
     op = "tnconv.conv_input_jvp"
     ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
     size = full_shape(op, "input_tangent", tuple(require_tensor(
         op, "input_tangent", input_tangent).shape), ndim)
     spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
-    return compile("input_jvp", spec, strategy=strategy)(input_tangent, weight)
+    return compile("input_jvp", spec, strategy=strategy)
 
 
 def conv_weight_jvp(input: torch.Tensor, weight_tangent: torch.Tensor, stride=1, padding=0,
                     dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                     strategy: str = "auto") -> torch.Tensor:
     """Change of the convolution's output along `weight_tangent` (the input held fixed)."""
+    key = ("weight_jvp", shape_of(input), shape_of(weight_tangent), stride, padding, dilation,
+           groups, padding_mode, strategy)
+    return cached_call(key, lambda: _weight_jvp_setup(
+        input, weight_tangent, stride, padding, dilation, groups, padding_mode,
+        strategy)).run(input, weight_tangent)
+
+
+def _weight_jvp_setup(input, weight_tangent, stride, padding, dilation, groups, padding_mode,
+                      strategy) -> Compiled:
     op = "tnconv.conv_weight_jvp"
     ndim = spatial_ndim(op, "weight_tangent", require_tensor(op, "weight_tangent",
                                                              weight_tangent))
     size = full_shape(op, "input", tuple(require_tensor(op, "input", input).shape), ndim)
     spec = conv_spec(op, size, weight_tangent.shape, stride, padding, dilation, groups,
                      padding_mode)
-    return compile("weight_jvp", spec, strategy=strategy)(input, weight_tangent)
+    return compile("weight_jvp", spec, strategy=strategy)
