@@ -434,6 +434,21 @@ def test_non_overlapping_patches_reduce_by_cropped_sums(ndim, kernel, size):
         assert_close(tnconv.kfac_reduce(conv, x, strategy=strategy), reduce_ref(u))
 
 
+@pytest.mark.parametrize("kernel, stride, padding, dilation", [
+    (10, 5, 0, 1), (4, 3, (2, 1), 2), (3, 1, 1, 1)])
+def test_long_signals_with_few_channels_sum_their_windows(kernel, stride, padding, dilation):
+    """Fewer rows (N·C) than taps: the mean patch sums the windows of the signal itself."""
+    x = rand(1, 2, 61)
+    pairs = [padding if isinstance(padding, tuple) else (padding, padding)]
+    u = unfold_ref(x, (kernel,), (stride,), pairs, (dilation,), 2)
+    kw = dict(kernel_size=kernel, stride=stride, padding=pairs, dilation=dilation, groups=2)
+    assert_close(TF.averaged_patches(x, **kw), u.mean(-1))
+    assert_close(TF.kfac_reduce(x, **kw), reduce_ref(u))
+    assert_close(TF.kfac_reduce(x, **kw, bias=True, group_average=True, reduction="sum"),
+                 reduce_ref(u, "sum", True, True))
+    assert_close(TF.kfac_reduce(x, **kw, structure="diagonal"), diagonal(reduce_ref(u)))
+
+
 def test_module_call_cache_follows_changes_of_the_module():
     """The set-up is cached per module hyper-parameters: a changed module is set up anew."""
     conv = torch.nn.Conv2d(2, 3, 3, bias=True).double()

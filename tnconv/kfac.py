@@ -164,8 +164,7 @@ def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
             result = _kfc_chunked(spec, x, options, strategy, max_intermediate)
             return _append_bias(name, spec, x, result, options, strategy) if bias else result
     elif strategy == "auto":  # the ones column joins the mean patch: one pass over x
-        native = {**options, "bias": bias}
-        core = lambda x: kfac_native.kfac_reduce(spec, native, x)  # noqa: E731
+        core = kfac_native.reduce_runner(spec, {**options, "bias": bias})
     else:
         run = compile(name, spec, strategy=strategy, **options).run
 
@@ -226,8 +225,9 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
     module = _module_key(conv)
     if module is None or not isinstance(x, torch.Tensor):
         return build()(x)  # raises the TNConvError that names the bad argument
-    key = (op, module, tuple(x.shape), x.dtype, bias, *sorted(options.items()))
-    return cached_call(key, build)(x)
+    values = tuple(options.values())  # keyword order: fixed by the public function
+    key = (op, module, tuple(x.shape), x.dtype, bias, values)
+    return cached_call(key, build, typed=(bias, *values))(x)
 
 
 def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[bool] = None,

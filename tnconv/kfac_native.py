@@ -24,7 +24,7 @@ torch.Size([1, 18, 18])
 from __future__ import annotations
 
 from math import prod
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,9 +34,12 @@ from .index_pattern import IndexPattern
 from .native import pad_input
 from .spec import ConvSpec
 
-__all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce"]
+__all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce",
+           "position_sums", "reduce_runner"]
 
 _COUNTS = LRUCache(name="summed_patterns")
+_SUMS = LRUCache(name="position_sums")
+_REDUCERS = LRUCache(name="kfac_reduce_runners")
 
 
 def supported(spec: ConvSpec) -> bool:
@@ -120,21 +123,6 @@ def _summed_pattern(pattern: IndexPattern, transposed: bool, device: Any, dtype:
     return _COUNTS.get_or_create((pattern, transposed, str(device), dtype), build)
 
 
-def _window_sum_pays(pattern: IndexPattern, spec: ConvSpec, y: torch.Tensor) -> bool:
-    """Few rows of a 1d signal: summing windows reads less than the [K, I] counts."""
-    rows = y.numel() // pattern.input_size
-    return not spec.transposed and pattern.mode == "zeros" and rows < pattern.kernel_size
-
-
-def _window_sum(y: torch.Tensor, pattern: IndexPattern) -> torch.Tensor:
-    """Σ_o of the zero-padded sliding windows along the last dimension: [..., K]."""
-    left, right = pattern.padding
-    span = (pattern.kernel_size - 1) * pattern.dilation + 1
-    padded = torch.nn.functional.pad(y, (left, right)) if left or right else y
-    windows = padded.unfold(-1, span, pattern.stride)[..., ::pattern.dilation]
-    return windows[..., :pattern.output_size, :].sum(-2)
-
-
 def _is_pointwise(spec: ConvSpec) -> bool:
     return (not spec.transposed and all(k == 1 for k in spec.kernel_size)
             and not any(p for pair in spec.padding for p in pair))
@@ -146,55 +134,109 @@ def _tiles(pattern: IndexPattern, transposed: bool) -> bool:
             and pattern.padding == (0, 0))
 
 
+def position_sums(spec: ConvSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> Σ_o u[n, g, d, o] as [N, G, D] (∏O times the mean patch), decided once per spec."""
+    return _SUMS.get_or_create(spec, lambda: _position_sums(spec))
+
+
+def _position_sums(spec: ConvSpec) -> Callable[[torch.Tensor], torch.Tensor]:
+    groups, sizes = spec.groups, spec.input_size
+    if _is_pointwise(spec):  # 1×1 kernels: the strided pixels, summed
+        picks = (slice(None), slice(None)) + tuple(
+            slice(0, s * (o - 1) + 1, s) for s, o in zip(spec.stride, spec.output_size))
+        dims = tuple(range(2, 2 + spec.ndim))
+        return lambda x: x[picks].sum(dim=dims).reshape(x.shape[0], groups, -1)
+    patterns = spec.patterns()
+    window = _window_sum(patterns[0]) if spec.ndim == 1 and not spec.transposed \
+        and patterns[0].mode == "zeros" else None
+    counts_for: dict = {}  # (device, dtype) -> the [K, I] counts of each dimension
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        y = x.reshape(-1, *sizes)
+        if window is not None and y.shape[0] < patterns[0].kernel_size:
+            return window(y).reshape(x.shape[0], groups, -1)
+        key = (x.device, x.dtype)
+        counts = counts_for.get(key)
+        if counts is None:
+            counts = counts_for.setdefault(key, [
+                None if _tiles(p, spec.transposed) else
+                _summed_pattern(p, spec.transposed, x.device, x.dtype) for p in patterns])
+        rows, last = y.shape[0], len(sizes) - 1
+        # The first dimension first: one broadcast matmul [K_1, I_1] @ [I_1, rest] per
+        # row reads x once at nearly the speed of a sum; a thin [.., I_N] @ [I_N, K_N]
+        # product over all of x first ran 2-3x slower (MKL is slow with few output
+        # columns). Non-overlapping patches (ViT's patch embedding) need no counts:
+        # crop to O·K and sum over O, reading x contiguously (1.5x faster).
+        for d, (pattern, c) in enumerate(zip(patterns, counts)):
+            if c is None:
+                size, k = pattern.output_size, pattern.kernel_size
+                y = y.reshape(rows, sizes[d], -1)[:, :size * k].reshape(rows, size, -1).sum(1)
+                rows *= k
+            elif d == last:
+                y = y.reshape(-1, sizes[d]) @ c.T  # [rows·K_1…K_(N-1), K_N]
+            else:
+                y = torch.matmul(c, y.reshape(rows, sizes[d], -1))  # [rows, K_d, rest]
+                rows *= c.shape[0]
+        return y.reshape(x.shape[0], groups, -1)
+
+    return run
+
+
+def _window_sum(pattern: IndexPattern) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Σ_o of the zero-padded sliding windows along the last dimension: [..., K].
+
+    Few rows of a long 1d signal: summing its windows reads less than the [K, I] counts.
+    """
+    pads = pattern.padding
+    span = (pattern.kernel_size - 1) * pattern.dilation + 1
+    taps = slice(None, None, pattern.dilation)
+
+    def run(y: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(y, pads) if any(pads) else y
+        return padded.unfold(-1, span, pattern.stride)[..., taps].sum(-2)
+
+    return run
+
+
 def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one matmul per spatial dimension."""
-    if _is_pointwise(spec):  # 1×1 kernels: the strided pixels, summed
-        picked = x[(slice(None), slice(None)) + tuple(
-            slice(0, s * (o - 1) + 1, s) for s, o in zip(spec.stride, spec.output_size))]
-        return _mean_patch(spec, x, picked.sum(dim=tuple(range(2, 2 + spec.ndim))))
-    sizes, last = spec.input_size, spec.ndim - 1
-    y = x.reshape(-1, *sizes)
-    if last == 0 and _window_sum_pays(spec.patterns()[0], spec, y):
-        return _mean_patch(spec, x, _window_sum(y, spec.patterns()[last]))
-    rows = y.shape[0]
-    # The first dimension first: one broadcast matmul [K_1, I_1] @ [I_1, rest] per row
-    # reads x once at nearly the speed of a sum; a thin [.., I_N] @ [I_N, K_N] product
-    # over all of x first ran 2-3x slower (MKL is slow with few output columns).
-    # Non-overlapping patches (ViT's patch embedding) need no counts: crop to O·K and sum
-    # over O, which reads x contiguously (1.5x faster than the counts product).
-    for d, pattern in enumerate(spec.patterns()):
-        if _tiles(pattern, spec.transposed):
-            size, k = pattern.output_size, pattern.kernel_size
-            y = y.reshape(rows, sizes[d], -1)[:, :size * k].reshape(rows, size, -1).sum(1)
-            rows *= k
-            continue
-        counts = _summed_pattern(pattern, spec.transposed, x.device, x.dtype)
-        if d == last:
-            y = y.reshape(-1, sizes[d]) @ counts.T  # [rows·K_1…K_(N-1), K_N]
+    return position_sums(spec)(x).mul_(1.0 / prod(spec.output_size))
+
+
+def reduce_runner(spec: ConvSpec, options: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> the KFAC-reduce factor as the "kfac_reduce" network computes it (set up once).
+
+    `options` as the network's, with "bias": the ones column joins the mean patch.
+    """
+    sums, positions = position_sums(spec), prod(spec.output_size)
+    group_average, bias = options["group_average"], options.get("bias", False)
+    mean, diagonal = options["reduction"] == "mean", options["structure"] == "diagonal"
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        summed = sums(x).transpose(0, 1)  # [G, N, D], ∏O times ū
+        if group_average:
+            summed = summed.mean(0, keepdim=True)
+        coefficient = 1.0 / x.shape[0] if mean else 1.0
+        if bias:  # the ones column, appended after averaging
+            ubar = torch.cat([summed * (1.0 / positions),
+                              summed.new_ones(summed.shape[0], summed.shape[1], 1)], 2)
+        else:  # both 1/∏O on the left factor
+            ubar, coefficient = summed, coefficient / positions ** 2
+        # The normalisation scales the small [G, N, D] factor, not the [G, D, D] result
+        # (a second pass over the result doubled the time of large-D layers).
+        left = ubar * coefficient
+        if diagonal:
+            result = (left * ubar).sum(1)
+        elif ubar.shape[0] == 1:
+            result = torch.mm(left[0].T, ubar[0]).unsqueeze(0)
         else:
-            y = torch.matmul(counts, y.reshape(rows, sizes[d], -1))  # [rows, K_d, rest]
-            rows *= counts.shape[0]
-    return _mean_patch(spec, x, y)
+            result = torch.bmm(left.transpose(1, 2), ubar)
+        return result[0] if group_average else result
 
-
-def _mean_patch(spec: ConvSpec, x: torch.Tensor, summed: torch.Tensor) -> torch.Tensor:
-    """[N, G, D] from the position sums, divided by the number of output positions."""
-    y = summed.reshape(x.shape[0], spec.groups, -1)
-    return y.mul_(1.0 / prod(spec.output_size))
+    return run
 
 
 def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     """KFAC-reduce factor as the "kfac_reduce" network computes it."""
-    ubar = averaged_patches(spec, options, x).transpose(0, 1)  # [G, N, D]
-    if options["group_average"]:
-        ubar = ubar.mean(0, keepdim=True)
-    if options.get("bias"):  # the ones column, appended after averaging
-        ubar = torch.cat([ubar, ubar.new_ones(ubar.shape[0], ubar.shape[1], 1)], 2)
-    # The normalisation scales the small [G, N, D] factor, not the [G, D, D] result
-    # (a second pass over the result doubled the time of large-D layers).
-    left = ubar * (1.0 / x.shape[0]) if options["reduction"] == "mean" else ubar
-    if options["structure"] == "diagonal":
-        result = (left * ubar).sum(1)
-    else:
-        result = torch.bmm(left.transpose(1, 2), ubar)
-    return result[0] if options["group_average"] else result
+    key = (spec, tuple(sorted(options.items())))
+    return _REDUCERS.get_or_create(key, lambda: reduce_runner(spec, options))(x)
