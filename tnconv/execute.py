@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import string
 from math import prod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
@@ -68,7 +68,10 @@ class _Alias:
 
 @dataclass(frozen=True)
 class _UnaryStep:
-    """One operand: sum some legs, permute the rest (no einsum parsing per call)."""
+    """One operand: sum some legs, permute the rest (no einsum parsing per call).
+
+    An empty `permutation` keeps the order.
+    """
 
     inputs: tuple[int]
     summed: tuple[int, ...]
@@ -78,13 +81,14 @@ class _UnaryStep:
         t = registers[self.inputs[0]]
         if self.summed:
             t = t.sum(self.summed)
-        return t.permute(self.permutation)
+        return t.permute(self.permutation) if self.permutation else t
 
 
 def _unary_step(register: int, legs: tuple[str, ...], out: tuple[str, ...]) -> _UnaryStep:
     kept = [leg for leg in legs if leg in out]
+    permutation = tuple(kept.index(leg) for leg in out)
     return _UnaryStep((register,), tuple(d for d, leg in enumerate(legs) if leg not in out),
-                      tuple(kept.index(leg) for leg in out))
+                      () if permutation == tuple(range(len(out))) else permutation)
 
 
 def _local_equation(inputs: list[tuple[str, ...]], output: tuple[str, ...]) -> str:
@@ -189,6 +193,11 @@ class ExecutionPlan:
         choice. Returns the argument to scale per call, if that is the choice.
         """
         if self.scale == 1:
+            return None
+        last = self._steps[-1] if self._steps else None
+        if isinstance(last, GramStep) and self._data_step_outputs[-1] == len(self._registers) - 1:
+            self._steps[-1] = replace(last, alpha=last.alpha * self.scale)  # in the product
+            self.scale = 1.0
             return None
         # An operand that enters the product twice (a Gram step's, or an argument fed to
         # two copies) would carry the scale squared.

@@ -35,12 +35,12 @@ def _block_edges(d: int) -> list[int]:
     return [d * b // blocks for b in range(blocks + 1)]
 
 
-def add_symmetric_product(out: torch.Tensor, u: torch.Tensor) -> None:
-    """out += u @ uᵀ per batch entry ([B, D, R] -> [B, D, D]), on the blocks on and above
-    the diagonal only (about half the multiplications); `mirror_upper` completes it."""
+def add_symmetric_product(out: torch.Tensor, u: torch.Tensor, alpha: float = 1.0) -> None:
+    """out += alpha · u @ uᵀ per batch entry ([B, D, R] -> [B, D, D]), on the blocks on and
+    above the diagonal only (about half the multiplications); `mirror_upper` completes it."""
     edges = _block_edges(u.shape[1])
     for a, b in zip(edges, edges[1:]):
-        out[:, a:b, a:].baddbmm_(u[:, a:b], u[:, a:].transpose(1, 2))
+        out[:, a:b, a:].baddbmm_(u[:, a:b], u[:, a:].transpose(1, 2), alpha=alpha)
 
 
 def mirror_upper(out: torch.Tensor) -> torch.Tensor:
@@ -53,13 +53,17 @@ def mirror_upper(out: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GramStep:
-    """R[batch…, free…, free'…] = Σ_contracted A[…] A'[…], then permuted to the step's output."""
+    """R[batch…, free…, free'…] = alpha · Σ_contracted A[…] A'[…], permuted to the step's output.
+
+    `alpha` carries the plan's scale into the product (no pass over the result).
+    """
 
     register: int
     permutation: tuple[int, ...]
     matrix_shape: tuple[int, int, int]
     result_shape: tuple[int, ...]
     output_permutation: tuple[int, ...]
+    alpha: float = 1.0
 
     @property
     def inputs(self) -> tuple[int, ...]:
@@ -67,11 +71,16 @@ class GramStep:
 
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
+        batch, free = self.matrix_shape[0], self.matrix_shape[1]
         if self.matrix_shape[2] < _SYMMETRIC_MIN_INNER:  # a thin product: one bmm is faster
-            product = torch.bmm(a, a.transpose(1, 2))
+            if self.alpha == 1:
+                product = torch.bmm(a, a.transpose(1, 2))
+            else:  # beta=0: the empty input is never read
+                product = torch.baddbmm(a.new_empty(batch, free, free), a, a.transpose(1, 2),
+                                        beta=0, alpha=self.alpha)
         else:
-            product = a.new_zeros(self.matrix_shape[0], self.matrix_shape[1], self.matrix_shape[1])
-            add_symmetric_product(product, a)
+            product = a.new_zeros(batch, free, free)
+            add_symmetric_product(product, a, self.alpha)
             mirror_upper(product)
         return product.reshape(self.result_shape).permute(self.output_permutation)
 

@@ -84,16 +84,17 @@ def kfc(spec: ConvSpec, options: dict, x: torch.Tensor, chunk: int | None = None
     g = 1 if options["group_average"] else spec.groups
     d = spec.in_channels // spec.groups * prod(spec.kernel_size)
     out = x.new_zeros((g, d, d) if full else (g, d))
+    scale = _scale(spec, x.shape[0], options)
     for part in x.split(chunk or x.shape[0]):
         u = _patch_rows(spec, part)
         if options["group_average"]:
             u = u.sum(0, keepdim=True)
-        if full:
-            add_symmetric_product(out, u)
+        if full:  # the scale rides on the products: no pass over the [G, D, D] result
+            add_symmetric_product(out, u, scale)
         else:
             out += torch.linalg.vecdot(u, u)
         del u
-    result = (mirror_upper(out) if full else out).mul_(_scale(spec, x.shape[0], options))
+    result = mirror_upper(out) if full else out.mul_(scale)
     return result[0] if options["group_average"] else result
 
 

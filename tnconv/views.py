@@ -189,8 +189,11 @@ class Window:
         return _at(shape, self.dim, (count, self.size))
 
     def torch(self, x: Any) -> Any:
-        y = x.unfold(self.dim, self.span, self.step).movedim(-1, self.dim + 1)
-        return y[_slicer(self.dim + 1, slice(None, None, self.dilation))]
+        y = x.unfold(self.dim, self.span, self.step)
+        if self.dim + 2 < y.dim():  # the taps come last; move them next to their starts
+            y = y.movedim(-1, self.dim + 1)
+        return y[_slicer(self.dim + 1, slice(None, None, self.dilation))] \
+            if self.dilation > 1 else y
 
     def numpy(self, x: np.ndarray) -> np.ndarray:
         y = np.lib.stride_tricks.sliding_window_view(x, self.span, axis=self.dim)
