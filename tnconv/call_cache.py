@@ -32,7 +32,7 @@ def shape_of(value: Any) -> Any:
 
 
 def _types(key: tuple) -> tuple:
-    return tuple(_types(k) if type(k) is tuple else type(k) for k in key)
+    return tuple([_types(k) if k.__class__ is tuple else k.__class__ for k in key])
 
 
 def cached_call(key: tuple, build: Callable[[], T], typed: Optional[tuple] = None) -> T:

@@ -48,7 +48,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
     key = ("conv", shape_of(x), shape_of(weight), stride, padding, dilation, groups,
            padding_mode, strategy)
     forward, unbatched = cached_call(key, lambda: _conv_setup(
-        x, weight, stride, padding, dilation, groups, padding_mode, strategy))
+        x, weight, stride, padding, dilation, groups, padding_mode, strategy), typed=key[3:])
     x = x.unsqueeze(0) if unbatched else x
     y = _add_bias(convolve(x, weight, forward), bias, forward.spec.out_channels, "tnconv.conv")
     return y.squeeze(0) if unbatched else y
@@ -80,7 +80,7 @@ def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
     """
     key = ("unfold", shape_of(x), kernel_size, stride, padding, dilation, padding_mode, strategy)
     compiled = cached_call(key, lambda: _unfold_setup(x, kernel_size, stride, padding, dilation,
-                                                      padding_mode, strategy))
+                                                      padding_mode, strategy), typed=key[2:])
     return compiled.run(x)
 
 

@@ -66,7 +66,7 @@ def conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     key = (op, shape_of(x), shape_of(weight), stride, padding, output_padding, groups, dilation,
            strategy)
     forward, unbatched = cached_call(key, lambda: _conv_transpose_setup(
-        x, weight, stride, padding, output_padding, groups, dilation, strategy))
+        x, weight, stride, padding, output_padding, groups, dilation, strategy), typed=key[3:])
     x = x.unsqueeze(0) if unbatched else x
     y = _add_bias(convolve(x, weight, forward), bias, forward.spec.out_channels, op)
     return y.squeeze(0) if unbatched else y
