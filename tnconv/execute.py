@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import string
+from collections import Counter
 from math import prod
 from dataclasses import dataclass, replace
 from typing import Any, Optional
@@ -40,6 +41,7 @@ from .plan_signatures import Signatures
 from .shift_gemm import shift_gemm_step
 from .tap_loop import tap_loop_step
 from .lower import EinsumProgram
+from .matrix_chain import MatrixChainStep, matrix_step
 from .views import Window
 
 __all__ = ["ExecutionPlan", "plan_for"]
@@ -164,6 +166,7 @@ class ExecutionPlan:
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
         self._data_step_outputs = [
             reg for reg in self._step_outputs if self._registers[reg] is None]
+        self._prune_and_chain()
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = all(isinstance(s, (_UnaryStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
@@ -233,7 +236,8 @@ class ExecutionPlan:
             return _unary_step(taken[0][0], taken[0][1], out)
         equation = _local_equation([legs for _, legs, _ in taken], out)
         return (self._fold(taken, out) or self._gram(taken, out, sigs)
-                or self._tap_loop(taken, out) or self._shift_gemm(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
+                or self._tap_loop(taken, out) or self._shift_gemm(taken, out)
+                or self._matrix(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
 
     def _fold(self, taken: list, out: tuple[str, ...]) -> Optional[FoldStep]:
         """A fold step where lowering marked the pattern of this step as folded."""
@@ -265,6 +269,40 @@ class ExecutionPlan:
             if step is not None:
                 return step
         return None
+
+    def _matrix(self, taken: list, out: tuple[str, ...]) -> Optional[MatrixChainStep]:
+        """A matrix step where a constant [K, I] matrix replaces one leg of a data operand."""
+        if len(taken) != 2:
+            return None
+        for (reg, legs, constant), (other, other_legs, other_constant) in (taken, taken[::-1]):
+            if constant and not other_constant and self._registers[reg] is not None:
+                return matrix_step(other, other_legs, reg, legs, out)
+        return None
+
+    def _prune_and_chain(self) -> None:
+        """Drop steps whose result nothing reads (aliases of a chain's inner results), then
+        merge consecutive matrix steps into chains (`tnconv.matrix_chain`)."""
+        final = len(self._registers) - 1
+        steps, outs = self._steps, self._data_step_outputs
+        while True:
+            read = {r for step in steps for r in step.inputs} | {final}
+            kept = [n for n, out in enumerate(outs) if out in read]
+            if len(kept) == len(steps):
+                break
+            steps, outs = [steps[n] for n in kept], [outs[n] for n in kept]
+        readers = Counter(r for step in steps for r in step.inputs)
+        chained, chained_outs = [], []
+        for step, out in zip(steps, outs):
+            if (isinstance(step, MatrixChainStep) and chained
+                    and isinstance(chained[-1], MatrixChainStep)
+                    and step.data == chained_outs[-1] and readers[step.data] == 1):
+                merged = chained[-1].then(step)
+                if merged is not None:
+                    chained[-1], chained_outs[-1] = merged, out
+                    continue
+            chained.append(step)
+            chained_outs.append(out)
+        self._steps, self._data_step_outputs = chained, chained_outs
 
     def _shift_gemm(self, taken: list, out: tuple[str, ...]) -> Optional[Any]:
         """A shift-GEMM where stride-1 windows of an argument meet a grouped weight."""
