@@ -119,3 +119,25 @@ def test_pads_move_ahead_of_windows_they_commute_with():
     x = rand(4, 8, 9)
     naive = Window(1, 3, 1).torch(Pad(1, 1, 1).torch(x))
     assert_close(_both(view, x), Pad(3, 2, 0).torch(naive))
+
+
+@pytest.mark.parametrize("steps, strided", [
+    ((Slice(1, 0, 5, 2), Window(2, size=3, step=2, dilation=2), Reshape((2, 3, 3))), 3),
+    ((SplitLeg(0, (2, 1)), Slice(1, 0, 1, 1), Take(2, (0, 3)), Window(3, size=2, step=1)), 2),
+    ((Window(1, size=2, step=1), Reshape((8, 12)), Flip(1)), 0),  # the reshape copies
+    ((Pad(1, 1, 0), Window(1, size=3, step=1)), 0),
+])
+def test_leading_view_steps_run_as_one_as_strided_call(steps, strided):
+    """Steps that only view a contiguous input are one as_strided call, exactly; a
+    non-contiguous input, a storage offset and a tensor that requires grad take the
+    steps one by one (the same values)."""
+    view = View((2, 5, 6), steps)
+    prefix = view._strided_prefix
+    assert (prefix[0] if prefix else 0) == strided
+    base = rand(3, 5, 6)
+    for x in (base[1:], base[1:].transpose(1, 2).contiguous().transpose(1, 2),
+              base[1:].clone().requires_grad_(True)):
+        out = view.apply_torch(x)
+        assert tuple(out.shape) == view.shape
+        np.testing.assert_array_equal(view.apply_numpy(x.detach().cpu().numpy()),
+                                      out.detach().cpu().numpy())
