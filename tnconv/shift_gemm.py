@@ -17,8 +17,8 @@ Chosen for grouped convolutions only (a leg shared by the data, the weight and
 the result, and channels per group to contract): there it measured 1.2-5x
 faster than the einsum over the window view (ResNeXt's weight VJP 7x); for
 dense convolutions, whose one einsum is a large well-shaped product, it was
-as often slower. Stride-1
-windows only (a strided window's run would hold stride-times more columns).
+as often slower. Stride-1 windows only (a strided window's run would hold
+stride-times more columns).
 
 >>> import torch
 >>> x, w = torch.rand(2, 3, 4, 9, dtype=torch.float64), torch.rand(3, 5, 4, 3, dtype=torch.float64)
