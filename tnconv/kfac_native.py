@@ -221,17 +221,14 @@ def reduce_runner(spec: ConvSpec, options: dict) -> Callable[[torch.Tensor], tor
         if bias:  # the ones column, appended after averaging
             ubar = torch.cat([summed * (1.0 / positions),
                               summed.new_ones(summed.shape[0], summed.shape[1], 1)], 2)
-        else:  # both 1/∏O on the left factor
+        else:  # both 1/∏O in the coefficient
             ubar, coefficient = summed, coefficient / positions ** 2
-        # The normalisation scales the small [G, N, D] factor, not the [G, D, D] result
-        # (a second pass over the result doubled the time of large-D layers).
-        left = ubar * coefficient
         if diagonal:
-            result = (left * ubar).sum(1)
-        elif ubar.shape[0] == 1:
-            result = torch.mm(left[0].T, ubar[0]).unsqueeze(0)
-        else:
-            result = torch.bmm(left.transpose(1, 2), ubar)
+            result = (ubar * ubar).sum(1).mul_(coefficient)
+        else:  # the normalisation rides on the product (a pass over [G, D, D] doubled the
+            # time of large-D layers); beta=0: the 1-element input is never read
+            result = torch.baddbmm(ubar.new_empty(1, 1, 1), ubar.transpose(1, 2), ubar,
+                                   beta=0, alpha=coefficient)
         return result[0] if group_average else result
 
     return run
