@@ -15,15 +15,16 @@ import torch
 
 from .errors import argument_error
 
-__all__ = ["spec_from_module", "CONV_TYPES", "TRANSPOSED_TYPES"]
+__all__ = ["spec_from_module", "CONV_TYPES", "TRANSPOSED_TYPES", "MODULE_TYPES"]
 
 CONV_TYPES = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 TRANSPOSED_TYPES = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+MODULE_TYPES = CONV_TYPES + TRANSPOSED_TYPES
 
 
 def spec_from_module(cls: Any, module: Any, x: Any, operation: str = "ConvSpec.from_module"):
     """Build `cls` (a ConvSpec) from a torch conv module and its input `x`."""
-    if not isinstance(module, CONV_TYPES + TRANSPOSED_TYPES):
+    if not isinstance(module, MODULE_TYPES):
         raise argument_error(operation, "module", type(module).__name__,
                              "torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d")
     ndim = len(module.kernel_size)

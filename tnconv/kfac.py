@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import kfac_native
+from ._torch_modules import MODULE_TYPES
 from .call_cache import cached_call
 from .compiler import STRATEGIES, compile
 from .errors import argument_error
@@ -202,14 +203,18 @@ def _bias_flag(op: str, conv: Any, bias: Optional[bool]) -> bool:
 
 
 def _module_key(conv: Any) -> Optional[tuple]:
-    """The hyper-parameters of a conv module that its factors depend on (None: not a conv)."""
-    from ._torch_modules import CONV_TYPES, TRANSPOSED_TYPES
+    """The hyper-parameters of a conv module that its factors depend on (None: not a conv).
 
-    if not isinstance(conv, CONV_TYPES + TRANSPOSED_TYPES):
+    Called on every factor call: the bias is read from `_parameters` where it
+    lives, not through `nn.Module.__getattr__`.
+    """
+    if not isinstance(conv, MODULE_TYPES):
         return None
+    parameters = conv._parameters
+    bias = parameters["bias"] if "bias" in parameters else getattr(conv, "bias", None)
     return (type(conv), conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
             conv.padding, conv.dilation, conv.groups, conv.padding_mode, conv.output_padding,
-            conv.bias is not None)
+            bias is not None)
 
 
 def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
