@@ -47,16 +47,18 @@ CONNECTIVITY = RuleSet("connectivity", (
     downsampling) + CLEANUP.rules[1:])
 FUSION = RuleSet("fusion", (constant_fusion,) + CLEANUP.rules)
 SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
-#: Selection lowering that also turns scattering patterns into gathering ones. The
-#: resulting window views of the dilated cotangent are slower than the dense pattern
-#: on ordinary layers, so this set is used only to avoid a huge dense pattern.
+#: Selection lowering that also turns scattering patterns into gathering ones: window
+#: views of the dilated, padded cotangent with the flipped kernel (input VJPs,
+#: transposed convolutions), which tap loops and shift-GEMMs run in place.
 SCATTER = RuleSet("scatter", (selection_lowering, scatter_to_gather) + CLEANUP.rules)
 
 #: Everything, cheapest rewrites first; the general window views last.
 DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)
 #: Phase orders `best_rewrite` compares: fusing patterns first can block the
-#: window views that make KFC a single Gram product, and the other way round.
-REWRITE_ORDERS = (DEFAULT_RULES, (CONNECTIVITY, SELECTION, FUSION))
+#: window views that make KFC a single Gram product, and the other way round; the
+#: third gathers where the others scatter.
+REWRITE_ORDERS = (DEFAULT_RULES, (CONNECTIVITY, SELECTION, FUSION),
+                  (CONNECTIVITY, SCATTER, FUSION))
 #: The rules that introduce no data views: a plain dense einsum for export.
 EXPORT_RULES = (CLEANUP, FUSION)
 
