@@ -95,7 +95,13 @@ def test_a_cached_call_never_accepts_what_a_fresh_call_rejects():
     g = tnconv.conv(x, w, stride=1)
     tnconv.conv_weight_vjp(x, w.shape, g, stride=1)
     tnconv.conv_input_vjp(x.shape, w, g, stride=1)
-    for call in (lambda: tnconv.conv(x, w, stride=True),
+    xt = rand(1, 2, 5, 5)
+    gt = tnconv.conv_transpose(xt, w, stride=1)
+    tnconv.conv_transpose_weight_vjp(xt, w.shape, gt, stride=1)
+    tnconv.conv_transpose_input_vjp(xt.shape, w, gt, stride=1)
+    for call in (lambda: tnconv.conv_transpose_weight_vjp(xt, w.shape, gt, stride=True),
+                 lambda: tnconv.conv_transpose_input_vjp(xt.shape, w, gt, groups=1.0),
+                 lambda: tnconv.conv(x, w, stride=True),
                  lambda: tnconv.conv(x, w, stride=1, groups=1.0),
                  lambda: tnconv.conv_weight_vjp(x, w.shape, g, stride=True),
                  lambda: tnconv.conv_input_vjp(x.shape, w, g, dilation=1.0)):

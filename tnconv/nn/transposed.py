@@ -25,13 +25,13 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..compiler import compile
+from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import batched, require_tensor, spatial_ndim
 from ..call_cache import cached_call, shape_of
 from .autograd import convolve
-from .derivatives import expect_shape, full_shape, output_of
+from .derivatives import expect_shape, full_shape, output_of, size_key
 from .functional import _add_bias
 
 __all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp",
@@ -88,13 +88,22 @@ def conv_transpose_input_vjp(input_size: Sequence[int], weight: torch.Tensor,
                              groups: int = 1, dilation=1, *,
                              strategy: str = "auto") -> torch.Tensor:
     """Gradient of `conv_transpose` with respect to its input of shape `input_size`."""
+    key = ("transpose_input_vjp", size_key(input_size), shape_of(weight), shape_of(grad_output),
+           stride, padding, output_padding, groups, dilation, strategy)
+    return cached_call(key, lambda: _input_vjp_setup(
+        input_size, weight, grad_output, stride, padding, output_padding, groups, dilation,
+        strategy)).run(weight, grad_output)
+
+
+def _input_vjp_setup(input_size, weight, grad_output, stride, padding, output_padding, groups,
+                     dilation, strategy) -> Compiled:
     op = "tnconv.conv_transpose_input_vjp"
     ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
     size = full_shape(op, "input_size", input_size, ndim)
     spec = transposed_spec(op, size, weight.shape, stride, padding, output_padding, groups,
                            dilation)
     expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
-    return compile("input_vjp", spec, strategy=strategy)(weight, grad_output)
+    return compile("input_vjp", spec, strategy=strategy)
 
 
 def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
@@ -102,6 +111,15 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
                               groups: int = 1, dilation=1, per_sample: bool = False, *,
                               strategy: str = "auto") -> torch.Tensor:
     """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
+    key = ("transpose_weight_vjp", shape_of(input), size_key(weight_size), shape_of(grad_output),
+           stride, padding, output_padding, groups, dilation, per_sample, strategy)
+    return cached_call(key, lambda: _weight_vjp_setup(
+        input, weight_size, grad_output, stride, padding, output_padding, groups, dilation,
+        per_sample, strategy)).run(input, grad_output)
+
+
+def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_padding, groups,
+                      dilation, per_sample, strategy) -> Compiled:
     op = "tnconv.conv_transpose_weight_vjp"
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
     size = full_shape(op, "weight_size", weight_size, ndim)
@@ -110,8 +128,7 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    vjp = compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
-    return vjp(input, grad_output)
+    return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
 
 
 def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_padding=0,
