@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import tnconv
@@ -9,6 +10,7 @@ from tests.helpers import DEVICE, assert_close, rand
 from tests.references import conv_nd
 from tnconv.execute import plan_for
 from tnconv.gram import GramStep
+from tnconv.shift_gemm import ShiftTapStep
 from tnconv.tap_loop import TapLoopStep, TapOutputStep, tap_loop_step
 
 
@@ -27,12 +29,31 @@ def test_kfc_runs_as_one_gram_product():
     assert_close(tnconv.kfc(conv, x, strategy="tn"), expected / (5 * 1024))
 
 
-def test_depthwise_forward_runs_tap_by_tap():
-    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(32, 33), padding=1, groups=8)
-    assert TapLoopStep in _steps("forward", spec, 2)
+@pytest.mark.parametrize("stride, dilation, step", [
+    (1, 1, ShiftTapStep), (1, (2, 1), ShiftTapStep), (2, 1, TapLoopStep)])
+def test_depthwise_forward_runs_tap_by_tap(stride, dilation, step):
+    """Stride 1: one multiply-add per tap over runs of the padded input (row blocks);
+    strided windows: over the window view's slices."""
+    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(32, 33), padding=1, groups=8,
+                           stride=stride, dilation=dilation)
+    assert step in _steps("forward", spec, 2)
     x, w = rand(2, 8, 32, 33), rand(8, 1, 3, 3)
+    expected = conv_nd(x, w, spec.stride, [(1, 1), (1, 1)], spec.dilation, 8)
+    assert_close(tnconv.conv(x, w, stride=stride, padding=1, dilation=dilation, groups=8,
+                             strategy="tn"), expected)
+
+
+def test_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
+    """Blocks smaller than the rows (and a last partial block) give the same result."""
+    import tnconv.shift_gemm as shift_gemm
+
+    run = 31 * 35 + 33  # output rows at the padded width 35, the last one 33 wide
+    monkeypatch.setattr(shift_gemm, "_BLOCK_BYTES", 5 * 2 * run * 8)  # 5, 5, 5, 5, 4 rows
+    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(32, 33), padding=1, groups=8)
+    x, w = rand(3, 8, 32, 33), rand(8, 1, 3, 3)
     expected = conv_nd(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1), 8)
     assert_close(tnconv.conv(x, w, padding=1, groups=8, strategy="tn"), expected)
+    assert ShiftTapStep in _steps("forward", spec, 3)
 
 
 def test_depthwise_weight_vjp_runs_one_product_per_tap():

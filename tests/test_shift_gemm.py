@@ -122,3 +122,18 @@ def test_output_step_on_windows_without_a_unit_stride_falls_back_to_the_einsum()
     for x in (rand(2, 2, 3, 7, 5), rand(2, 2, 3, 5, 7).transpose(3, 4)):
         windows = x.unfold(3, 3, 1).unfold(4, 2, 1).permute(0, 1, 2, 3, 5, 4, 6)
         assert_close(step([windows, g]), torch.einsum("ngcokpj,ngfop->gfckj", windows, g))
+
+
+def test_steps_that_autograd_records_run_the_einsum():
+    """A double backward differentiates the plan itself: the steps fall back to the
+    einsum, whose gradient is exact, instead of accumulating into out= buffers."""
+    legs, other_legs = ("n", "g", "c", "o", "k"), ("g", "f", "c", "k")
+    sizes = {"n": 2, "g": 2, "c": 3, "o": 5, "k": 3, "f": 2}
+    step = shift_gemm_step(0, legs, (4,), 1, other_legs, ("n", "g", "f", "o"), sizes)
+    x, w = rand(2, 2, 3, 7).requires_grad_(True), rand(2, 2, 3, 3).requires_grad_(True)
+    g = rand(2, 2, 2, 5)
+    grads = torch.autograd.grad((step([x.unfold(3, 3, 1), w]) * g).sum(), (x, w))
+    expected = torch.autograd.grad(
+        (torch.einsum("ngcok,gfck->ngfo", x.unfold(3, 3, 1), w) * g).sum(), (x, w))
+    for actual, reference in zip(grads, expected):
+        assert_close(actual, reference)

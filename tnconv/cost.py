@@ -4,7 +4,9 @@ The network is lowered (`tnconv.lower`, which plans the contraction path with
 opt_einsum) and the path is walked as execution runs it: steps whose operands
 are all constants run once per plan and cost nothing per call; a fold
 (`tnconv.fold_steps`) costs one pass over its data operand; every other step costs
-the product of the sizes of the indices it touches. Memory is the
+the product of the sizes of the indices it touches. A window view that its step
+reads in place (`tnconv.window_steps`) moves the data it views, not the windows.
+Memory is the
 largest intermediate, dense constant or materialised view. Bytes moved counts
 the operands and results of the per-call steps plus what views copy
 (padding, gathers, overlapping windows), at `itemsize` bytes per element.
@@ -59,19 +61,26 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
     sizes.update(zip(program.output_indices, program.output_shape))
     largest = dense = max((prod(op.shape) for op in program.dense_constants), default=0)
     folds = program.folds or (-1,) * len(program.path)
+    in_place = _windows_read_in_place(program, sizes)
     moved = 0
-    for op in program.arguments:
+    for pos, op in enumerate(program.operands):
         if op.view is not None:
-            copied = op.view.copied_elements()
+            copied = op.view.copied_elements(windows=pos not in in_place)
             moved += copied
-            largest = max(largest, prod(op.shape) if copied else 0)
+            largest = max(largest, copied if pos in in_place else prod(op.shape) if copied else 0)
     flops = 0
     for step_no, taken, out, constant in walk_path(program.operands, program.path,
                                                    program.output_indices):
         if constant:
             continue
         result = prod(sizes[i] for i in out)
-        if folds[step_no] >= 0:  # a scatter-add: one pass over the data operand
+        windowed = [pos for pos, _, _ in taken if pos in in_place]
+        if windowed:  # the windows are read in place: the data once, the output once
+            flops += prod(sizes[i] for i in dict.fromkeys(i for _, legs, _ in taken
+                                                          for i in legs))
+            moved += sum(prod(program.operands[pos].view.base_shape) if pos in in_place
+                         else prod(sizes[i] for i in legs) for pos, legs, _ in taken) + result
+        elif folds[step_no] >= 0:  # a scatter-add: one pass over the data operand
             data = max(prod(sizes[i] for i in legs) for _, legs, c in taken if not c)
             flops += data
             moved += data + result
@@ -81,6 +90,24 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
             moved += sum(prod(sizes[i] for i in legs) for _, legs, _ in taken) + result
         largest = max(largest, result)
     return Cost(flops, largest, moved * itemsize, dense)
+
+
+def _windows_read_in_place(program: EinsumProgram, sizes: dict[str, int]) -> set[int]:
+    """Positions of the windowed arguments that their step reads in place (as execution
+    will: `tnconv.window_steps`)."""
+    from .window_steps import reads_in_place, window_step  # the step types need torch
+
+    found = set()
+    for _, taken, out, constant in walk_path(program.operands, program.path,
+                                             program.output_indices):
+        if constant or len(taken) != 2:
+            continue
+        for (pos, legs, _), (_, other_legs, _) in (taken, taken[::-1]):
+            view = program.operands[pos].view if pos >= 0 else None
+            if view is not None and reads_in_place(
+                    window_step(0, legs, view, 1, other_legs, out, sizes)):
+                found.add(pos)
+    return found
 
 
 def network_cost(net: Network, itemsize: int = 4) -> Cost:

@@ -7,7 +7,7 @@ per-call work is only the steps that touch data. Two copies of one argument
 meeting in a step (KFC) run as one Gram product (`tnconv.gram`); a scattering
 index pattern is applied as a scatter-add and never built (`tnconv.fold_steps`); a chain that
 repeats an earlier one is not run again (`tnconv.plan_signatures`); overlapping
-window views summed against the weight's taps run tap by tap (`tnconv.tap_loop`); a result
+window views meet the weight tap by tap, on the data in place (`tnconv.window_steps`); a result
 that is only a view of the argument (an unpadded unfold) is one `as_strided` and a copy. Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
@@ -38,11 +38,9 @@ from .constants import to_torch
 from .fold_steps import FoldStep, fold_step
 from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
-from .shift_gemm import shift_gemm_step
-from .tap_loop import tap_loop_step
 from .lower import EinsumProgram
 from .matrix_chain import MatrixChainStep, matrix_step
-from .views import Window
+from .window_steps import window_step
 
 __all__ = ["ExecutionPlan", "plan_for"]
 
@@ -236,8 +234,7 @@ class ExecutionPlan:
             return _unary_step(taken[0][0], taken[0][1], out)
         equation = _local_equation([legs for _, legs, _ in taken], out)
         return (self._fold(taken, out) or self._gram(taken, out, sigs)
-                or self._tap_loop(taken, out) or self._shift_gemm(taken, out)
-                or self._matrix(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
+                or self._window(taken, out) or self._matrix(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
 
     def _fold(self, taken: list, out: tuple[str, ...]) -> Optional[FoldStep]:
         """A fold step where lowering marked the pattern of this step as folded."""
@@ -257,15 +254,13 @@ class ExecutionPlan:
         shape = tuple(self._sizes[i] for i in legs)
         return gram_step(legs, copy_legs, shape, out, register=first)
 
-    def _tap_loop(self, taken: list, out: tuple[str, ...]) -> Optional[Any]:
-        """A tap loop where overlapping windows of an argument meet the weight's taps."""
+    def _window(self, taken: list, out: tuple[str, ...]) -> Optional[Any]:
+        """A step that runs a window view of an argument in place (`tnconv.window_steps`)."""
         if len(taken) != 2:
             return None
         for (reg, legs, _), (other, other_legs, _) in (taken, taken[::-1]):
             view = self.argument_views[reg] if reg < len(self.argument_views) else None
-            if view is None or prod(view.shape) < 2 * prod(view.base_shape):
-                continue
-            step = tap_loop_step(reg, legs, other, other_legs, out, self._sizes, view.tap_dims())
+            step = window_step(reg, legs, view, other, other_legs, out, self._sizes)
             if step is not None:
                 return step
         return None
@@ -303,21 +298,6 @@ class ExecutionPlan:
             chained.append(step)
             chained_outs.append(out)
         self._steps, self._data_step_outputs = chained, chained_outs
-
-    def _shift_gemm(self, taken: list, out: tuple[str, ...]) -> Optional[Any]:
-        """A shift-GEMM where stride-1 windows of an argument meet a grouped weight."""
-        if len(taken) != 2:
-            return None
-        for (reg, legs, _), (other, other_legs, _) in (taken, taken[::-1]):
-            view = self.argument_views[reg] if reg < len(self.argument_views) else None
-            if view is None or any(getattr(s, "step", 1) != 1 for s in view.steps
-                                   if isinstance(s, Window)):
-                continue
-            step = shift_gemm_step(reg, legs, view.tap_dims(), other, other_legs, out,
-                                   self._sizes)
-            if step is not None:
-                return step
-        return None
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         if self._strided is not None:

@@ -39,7 +39,8 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["ShiftGemmStep", "ShiftGemmOutputStep", "shift_gemm_step"]
+__all__ = ["ShiftGemmStep", "ShiftGemmOutputStep", "ShiftTapStep", "shift_gemm_step",
+           "shift_tap_step"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class ShiftGemmStep:
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
         runs = _Runs.of(v, sum(self.lead))
-        if runs is None:
+        if runs is None or _differentiated(v, w):
             return torch.einsum(self.equation, v, w)
         batch, shared, free, contracted = self.sizes
         rows, width, inner = prod(batch) * prod(shared), prod(free), prod(contracted)
@@ -116,7 +117,7 @@ class ShiftGemmOutputStep:
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
         runs = _Runs.of(v, sum(self.lead))
-        if runs is None:
+        if runs is None or _differentiated(v, w):
             return torch.einsum(self.equation, v, w)
         summed, shared, other_free, free = self.sizes
         rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
@@ -131,6 +132,58 @@ class ShiftGemmOutputStep:
             torch.bmm(padded, data.transpose(1, 2), out=total[t])
         total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
         return total.reshape(runs.taps + shared + other_free + free).permute(self.permutation)
+
+
+#: Bytes of accumulator and input rows one block of a depthwise tap step keeps in cache.
+_BLOCK_BYTES = 2 ** 21
+
+
+@dataclass(frozen=True)
+class ShiftTapStep:
+    """Depthwise: out[lead…, o…] = Σ_taps windows · weight[…, taps], one multiply-add per tap.
+
+    Each tap scales its run row by row (`addcmul_` with one weight per row), a
+    block of rows at a time, so that the block's accumulator stays in cache over
+    all the taps. `weight_permutation` and `weight_shape` lay the weight out as
+    [lead… (size 1 where the weight lacks the leg), taps]; `permutation` orders
+    [lead…, o…] as the step's output.
+    """
+
+    windowed: int
+    other: int
+    leading: int
+    weight_permutation: tuple[int, ...]
+    weight_shape: tuple[int, ...]
+    permutation: tuple[int, ...]
+    equation: str
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.windowed, self.other)
+
+    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
+        v, w = registers[self.windowed], registers[self.other]
+        runs = _Runs.of(v, self.leading)
+        row_stride = runs.row_stride() if runs is not None else None
+        if row_stride is None or _differentiated(v, w):
+            return torch.einsum(self.equation, v, w)
+        rows, length = prod(runs.lead_shape), runs.length
+        weight = w.permute(self.weight_permutation).reshape(self.weight_shape)
+        weight = weight.expand(*runs.lead_shape, -1).reshape(rows, -1).T.contiguous()
+        out = v.new_empty(rows, length)
+        block = max(1, _BLOCK_BYTES // (2 * length * v.element_size()))
+        for start in range(0, rows, block):
+            count = min(block, rows - start)
+            acc = out[start:start + count]
+            for t, offset in enumerate(runs.offsets):
+                data = v.as_strided((count, length), (row_stride, 1), offset + start * row_stride)
+                if t == 0:
+                    torch.mul(data, weight[0, start:start + count, None], out=acc)
+                else:
+                    acc.addcmul_(data, weight[t, start:start + count, None])
+        kept = out.as_strided(runs.lead_shape + runs.outputs,
+                              _contiguous_strides(runs.lead_shape, length) + runs.o_strides)
+        return kept.permute(self.permutation)
 
 
 @dataclass(frozen=True)
@@ -158,10 +211,25 @@ class _Runs:
         length = sum((o - 1) * s for o, s in zip(outputs, o_strides)) + 1
         return cls(shape[:leading], strides[:leading], outputs, o_strides, taps, length, offsets)
 
+    def row_stride(self) -> Optional[int]:
+        """The stride of the leading legs merged into one row leg (None where they do not merge)."""
+        if not self.lead_shape:
+            return None
+        shape, strides = self.lead_shape, self.lead_strides
+        if any(strides[d] != strides[d + 1] * shape[d + 1] for d in range(len(shape) - 1)):
+            return None
+        return strides[-1]
+
     def tap(self, v: torch.Tensor, t: int) -> torch.Tensor:
         """[lead…, run] of tap t, read in place."""
         return v.as_strided(self.lead_shape + (self.length,), self.lead_strides + (1,),
                             self.offsets[t])
+
+
+def _differentiated(*tensors: torch.Tensor) -> bool:
+    """Autograd records this step (a double backward): the in-place accumulation into
+    `out=` buffers cannot be; the plain einsum runs instead."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def _contiguous_strides(shape: tuple[int, ...], inner: int) -> tuple[int, ...]:
@@ -231,3 +299,33 @@ def shift_gemm_step(windowed: int, legs: tuple[str, ...], tap_dims: tuple[int, .
             sizes=(size_of(summed), size_of(shared), size_of(extra), size_of(kept)),
             permutation=tuple(result.index(leg) for leg in out), equation=equation)
     return None
+
+
+def shift_tap_step(windowed: int, legs: tuple[str, ...], tap_dims: tuple[int, ...],
+                   other: int, other_legs: tuple[str, ...], out: tuple[str, ...],
+                   sizes: dict[str, int]) -> Optional[ShiftTapStep]:
+    """A `ShiftTapStep` where stride-1 windows meet a weight elementwise (depthwise), else None.
+
+    Every leading leg of the windowed operand is kept, every tap summed, and the
+    weight carries only taps and leading legs.
+    """
+    leading = len(legs) - 2 * len(tap_dims)
+    if not tap_dims or leading < 1 or list(tap_dims) != list(range(leading + 1, len(legs), 2)):
+        return None
+    lead, starts, taps = legs[:leading], legs[leading::2], legs[leading + 1::2]
+    if (any(t not in other_legs or t in out for t in taps)
+            or any(o not in out or o in other_legs for o in starts)
+            or any(leg not in out for leg in lead)
+            or not set(other_legs) <= set(lead) | set(taps)
+            or sorted(out) != sorted(lead + starts)):
+        return None
+    letters = dict(zip(dict.fromkeys(legs + other_legs), string.ascii_letters))
+    spell = lambda seq: "".join(letters[leg] for leg in seq)  # noqa: E731
+    on_weight = tuple(leg for leg in lead if leg in other_legs)
+    return ShiftTapStep(
+        windowed=windowed, other=other, leading=leading,
+        weight_permutation=tuple(other_legs.index(leg) for leg in on_weight + taps),
+        weight_shape=tuple(sizes[leg] if leg in other_legs else 1 for leg in lead)
+        + (prod(sizes[t] for t in taps),),
+        permutation=tuple((lead + starts).index(leg) for leg in out),
+        equation=f"{spell(legs)},{spell(other_legs)}->{spell(out)}")

@@ -344,10 +344,12 @@ class View:
             result = _insert(result, step)
         return View(self.base_shape, tuple(result))
 
-    def copied_elements(self) -> int:
-        """Elements written by the steps that copy (pads, gathers, overlapping windows)."""
+    def copied_elements(self, windows: bool = True) -> int:
+        """Elements written by the steps that copy (pads, gathers, overlapping windows;
+        `windows=False`: not the windows, which a step reading them in place never lays out)."""
         shapes = self.shapes()[1:]
-        return sum(prod(shape) for step, shape in zip(self.steps, shapes) if step.copies)
+        return sum(prod(shape) for step, shape in zip(self.steps, shapes)
+                   if step.copies and (windows or not isinstance(step, Window)))
 
     def apply_torch(self, x: Any) -> Any:
         prefix = self._strided_prefix
