@@ -10,7 +10,7 @@ from tests.helpers import DEVICE, assert_close, rand
 from tests.references import conv_nd
 from tnconv.execute import plan_for
 from tnconv.gram import GramStep
-from tnconv.shift_gemm import ShiftTapStep
+from tnconv.shift_gemm import ShiftGemmOutputStep, ShiftTapStep
 from tnconv.tap_loop import TapLoopStep, TapOutputStep, tap_loop_step
 
 
@@ -56,19 +56,26 @@ def test_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
     assert ShiftTapStep in _steps("forward", spec, 3)
 
 
-def test_depthwise_weight_vjp_runs_one_product_per_tap():
+def test_depthwise_weight_vjp_runs_one_product_per_tap(monkeypatch):
+    """One batched dot product per tap and block of rows (18 rows in blocks of 7, the
+    last one partial), the cotangent laid out once at the padded width."""
+    import tnconv.shift_gemm as shift_gemm
+
+    run = 14 * 18 + 17  # 15 x 17 outputs at the padded width 18
+    monkeypatch.setattr(shift_gemm, "_BLOCK_BYTES", 7 * 2 * run * 8)
+    stride = 1
     spec = tnconv.ConvSpec(6, 6, kernel_size=(3, 2), input_size=(17, 16), padding=1,
                            dilation=(2, 1), groups=6)
-    assert TapOutputStep in _steps("weight_vjp", spec, 3)
+    assert ShiftGemmOutputStep in _steps("weight_vjp", spec, 3)
     x = rand(3, 6, 17, 16).requires_grad_()
     w = rand(6, 1, 3, 2)
-    y = torch.nn.functional.conv2d(x, w, padding=1, dilation=(2, 1), groups=6)
+    y = torch.nn.functional.conv2d(x, w, stride=stride, padding=1, dilation=(2, 1), groups=6)
     gy = rand(*y.shape)
     (expected,) = torch.autograd.grad(
-        torch.nn.functional.conv2d(x, w.requires_grad_(), padding=1, dilation=(2, 1),
-                                   groups=6), w, gy)
-    actual = tnconv.conv_weight_vjp(x.detach(), tuple(w.shape), gy, padding=1,
-                                    dilation=(2, 1), groups=6, strategy="tn")
+        torch.nn.functional.conv2d(x, w.requires_grad_(), stride=stride, padding=1,
+                                   dilation=(2, 1), groups=6), w, gy)
+    actual = tnconv.conv_weight_vjp(x.detach(), tuple(w.shape), gy, stride=stride,
+                                    padding=1, dilation=(2, 1), groups=6, strategy="tn")
     assert_close(actual, expected)
 
 

@@ -42,6 +42,9 @@ import torch
 __all__ = ["ShiftGemmStep", "ShiftGemmOutputStep", "ShiftTapStep", "shift_gemm_step",
            "shift_tap_step"]
 
+#: Bytes of rows that one block of a tap-by-tap step keeps in cache over all the taps.
+_BLOCK_BYTES = 2 ** 21
+
 
 @dataclass(frozen=True)
 class ShiftGemmStep:
@@ -92,7 +95,7 @@ class ShiftGemmStep:
 
 @dataclass(frozen=True)
 class ShiftGemmOutputStep:
-    """Taps kept in the result (a grouped weight VJP), one batched product per tap.
+    """Taps kept in the result (a grouped or depthwise weight VJP), one batched product per tap.
 
     R[t, shared, free', free] = Σ_summed Σ_o other[summed, shared, free', o] ·
     windowed[summed, shared, free, o, t]: the other operand is laid out once at
@@ -127,15 +130,16 @@ class ShiftGemmOutputStep:
                           + runs.o_strides).copy_(w.permute(self.other_permutation))
         taps = len(runs.offsets)
         total = v.new_empty(taps, rows, width, inner)
-        for t in range(taps):
-            data = runs.tap(v, t).reshape(rows, inner, runs.length)
-            torch.bmm(padded, data.transpose(1, 2), out=total[t])
+        data = [runs.tap(v, t).reshape(rows, inner, runs.length).transpose(1, 2)
+                for t in range(taps)]
+        # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps.
+        block = max(1, _BLOCK_BYTES // ((width + inner) * runs.length * v.element_size()))
+        for start in range(0, rows, block):
+            rows_here = slice(start, start + block)
+            for t in range(taps):
+                torch.bmm(padded[rows_here], data[t][rows_here], out=total[t, rows_here])
         total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
         return total.reshape(runs.taps + shared + other_free + free).permute(self.permutation)
-
-
-#: Bytes of accumulator and input rows one block of a depthwise tap step keeps in cache.
-_BLOCK_BYTES = 2 ** 21
 
 
 @dataclass(frozen=True)
@@ -263,7 +267,7 @@ def shift_gemm_step(windowed: int, legs: tuple[str, ...], tap_dims: tuple[int, .
     lead, starts, taps = legs[:leading], legs[leading::2], legs[leading + 1::2]
     kinds = [_kind(leg, other_legs, out) for leg in lead]
     extra = tuple(leg for leg in other_legs if leg not in legs)
-    if None in kinds or not extra or any(leg not in out for leg in extra):
+    if None in kinds or any(leg not in out for leg in extra):
         return None
     group = {k: tuple(leg for leg, kind in zip(lead, kinds) if kind == k)
              for k in ("kept", "shared", "summed")}
@@ -278,7 +282,7 @@ def shift_gemm_step(windowed: int, legs: tuple[str, ...], tap_dims: tuple[int, .
         o in out and o not in other_legs for o in starts)
     kept_taps = all(t in out and t not in other_legs for t in taps) and all(
         o in other_legs and o not in out for o in starts)
-    if summed_taps and lead == kept + shared + summed \
+    if summed_taps and extra and lead == kept + shared + summed \
             and sorted(other_legs) == sorted(shared + extra + summed + taps) \
             and prod(size_of(extra + summed)) > 1:
         accumulated = kept + shared + extra + starts
@@ -289,8 +293,7 @@ def shift_gemm_step(windowed: int, legs: tuple[str, ...], tap_dims: tuple[int, .
             sizes=(size_of(kept), size_of(shared), size_of(extra), size_of(summed)),
             permutation=tuple(accumulated.index(leg) for leg in out), equation=equation)
     if kept_taps and lead == summed + shared + kept \
-            and sorted(other_legs) == sorted(summed + shared + extra + starts) \
-            and prod(size_of(extra + kept)) > 1:
+            and sorted(other_legs) == sorted(summed + shared + extra + starts):
         result = taps + shared + extra + kept
         return ShiftGemmOutputStep(
             windowed=windowed, other=other, lead=(len(summed), len(shared), len(kept)),
