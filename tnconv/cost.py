@@ -61,7 +61,8 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
     sizes.update(zip(program.output_indices, program.output_shape))
     largest = dense = max((prod(op.shape) for op in program.dense_constants), default=0)
     folds = program.folds or (-1,) * len(program.path)
-    in_place = _windows_read_in_place(program, sizes)
+    steps = list(walk_path(program.operands, program.path, program.output_indices))
+    in_place = _windows_read_in_place(program, steps, sizes)
     moved = 0
     for pos, op in enumerate(program.operands):
         if op.view is not None:
@@ -69,8 +70,7 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
             moved += copied
             largest = max(largest, copied if pos in in_place else prod(op.shape) if copied else 0)
     flops = 0
-    for step_no, taken, out, constant in walk_path(program.operands, program.path,
-                                                   program.output_indices):
+    for step_no, taken, out, constant in steps:
         if constant:
             continue
         result = prod(sizes[i] for i in out)
@@ -92,14 +92,14 @@ def program_cost(program: EinsumProgram, itemsize: int = 4) -> Cost:
     return Cost(flops, largest, moved * itemsize, dense)
 
 
-def _windows_read_in_place(program: EinsumProgram, sizes: dict[str, int]) -> set[int]:
-    """Positions of the windowed arguments that their step reads in place (as execution
-    will: `tnconv.window_steps`)."""
+def _windows_read_in_place(program: EinsumProgram, steps: list,
+                           sizes: dict[str, int]) -> set[int]:
+    """Positions of the windowed arguments that their step (of the walked `steps`) reads
+    in place, as execution will (`tnconv.window_steps`)."""
     from .window_steps import reads_in_place, window_step  # the step types need torch
 
     found = set()
-    for _, taken, out, constant in walk_path(program.operands, program.path,
-                                             program.output_indices):
+    for _, taken, out, constant in steps:
         if constant or len(taken) != 2:
             continue
         for (pos, legs, _), (_, other_legs, _) in (taken, taken[::-1]):

@@ -50,8 +50,8 @@ def window_step(windowed: int, legs: tuple[str, ...], view: Any, other: int,
 def reads_in_place(step: Any) -> bool:
     """Whether `step` reads its window view in place, each tap's run once per block.
 
-    Only the shift steps: the tap loops also avoid the ∏K-fold copy, but each
-    tap passes over all the data, and their plans measured faster when priced
-    as the copy (ConvNeXt's weight VJP: 0.46 of torch's time, 0.99 when not).
+    Only the shift steps: the tap loops (strided windows) also avoid the ∏K-fold
+    copy, but each tap passes over all the data, unblocked; they keep the price
+    of the copy, under which their plans were chosen and measured.
     """
     return isinstance(step, (ShiftGemmStep, ShiftGemmOutputStep, ShiftTapStep))
