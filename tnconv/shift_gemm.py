@@ -47,7 +47,31 @@ _BLOCK_BYTES = 2 ** 21
 
 
 @dataclass(frozen=True)
-class ShiftGemmStep:
+class _TapByTapStep:
+    """What the three steps share: the windowed operand, the other, and the einsum they
+    fall back to where the windows have no contiguous run or autograd records the step."""
+
+    windowed: int
+    other: int
+    equation: str
+
+    @property
+    def inputs(self) -> tuple[int, ...]:
+        return (self.windowed, self.other)
+
+    def _runs(self, v: torch.Tensor, w: torch.Tensor, leading: int) -> Optional["_Runs"]:
+        """The runs of `v`'s taps, or None where the step must run the einsum instead.
+
+        A double backward differentiates the plan itself: the in-place accumulation
+        into `out=` buffers cannot be recorded, the einsum can.
+        """
+        if torch.is_grad_enabled() and (v.requires_grad or w.requires_grad):
+            return None
+        return _Runs.of(v, leading)
+
+
+@dataclass(frozen=True)
+class ShiftGemmStep(_TapByTapStep):
     """out[batch, shared, free, o…] = Σ_taps Σ_contracted windows · weight, tap by tap.
 
     The windowed operand's legs are (batch…, shared…, contracted…) then an
@@ -57,22 +81,14 @@ class ShiftGemmStep:
     `equation` is the plain einsum, for windows whose strides do not allow a run.
     """
 
-    windowed: int
-    other: int
     lead: tuple[int, int, int]  # number of batch, shared and contracted legs
     weight_permutation: tuple[int, ...]
     sizes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     permutation: tuple[int, ...]
-    equation: str
-
-    @property
-    def inputs(self) -> tuple[int, ...]:
-        return (self.windowed, self.other)
-
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
-        runs = _Runs.of(v, sum(self.lead))
-        if runs is None or _differentiated(v, w):
+        runs = self._runs(v, w, sum(self.lead))
+        if runs is None:
             return torch.einsum(self.equation, v, w)
         batch, shared, free, contracted = self.sizes
         rows, width, inner = prod(batch) * prod(shared), prod(free), prod(contracted)
@@ -87,14 +103,11 @@ class ShiftGemmStep:
                 torch.bmm(weight[0], data, out=out)
             else:
                 out.baddbmm_(weight[t], data)
-        kept = out.as_strided(batch + shared + free + runs.outputs,
-                              _contiguous_strides(batch + shared + free, runs.length)
-                              + runs.o_strides)
-        return kept.permute(self.permutation)
+        return runs.positions(out, batch + shared + free).permute(self.permutation)
 
 
 @dataclass(frozen=True)
-class ShiftGemmOutputStep:
+class ShiftGemmOutputStep(_TapByTapStep):
     """Taps kept in the result (a grouped or depthwise weight VJP), one batched product per tap.
 
     R[t, shared, free', free] = Σ_summed Σ_o other[summed, shared, free', o] ·
@@ -105,29 +118,20 @@ class ShiftGemmOutputStep:
     `permutation` orders [taps…, shared…, free'…, free…] as the step's output.
     """
 
-    windowed: int
-    other: int
     lead: tuple[int, int, int]  # number of summed, shared and free legs of the data
     other_permutation: tuple[int, ...]
     sizes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     permutation: tuple[int, ...]
-    equation: str
-
-    @property
-    def inputs(self) -> tuple[int, ...]:
-        return (self.windowed, self.other)
-
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
-        runs = _Runs.of(v, sum(self.lead))
-        if runs is None or _differentiated(v, w):
+        runs = self._runs(v, w, sum(self.lead))
+        if runs is None:
             return torch.einsum(self.equation, v, w)
         summed, shared, other_free, free = self.sizes
         rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
         padded = v.new_zeros(rows, width, runs.length)
-        padded.as_strided(summed + shared + other_free + runs.outputs,
-                          _contiguous_strides(summed + shared + other_free, runs.length)
-                          + runs.o_strides).copy_(w.permute(self.other_permutation))
+        runs.positions(padded, summed + shared + other_free).copy_(
+            w.permute(self.other_permutation))
         taps = len(runs.offsets)
         total = v.new_empty(taps, rows, width, inner)
         data = [runs.tap(v, t).reshape(rows, inner, runs.length).transpose(1, 2)
@@ -143,7 +147,7 @@ class ShiftGemmOutputStep:
 
 
 @dataclass(frozen=True)
-class ShiftTapStep:
+class ShiftTapStep(_TapByTapStep):
     """Depthwise: out[lead…, o…] = Σ_taps windows · weight[…, taps], one multiply-add per tap.
 
     Each tap scales its run row by row (`addcmul_` with one weight per row), a
@@ -153,23 +157,15 @@ class ShiftTapStep:
     [lead…, o…] as the step's output.
     """
 
-    windowed: int
-    other: int
     leading: int
     weight_permutation: tuple[int, ...]
     weight_shape: tuple[int, ...]
     permutation: tuple[int, ...]
-    equation: str
-
-    @property
-    def inputs(self) -> tuple[int, ...]:
-        return (self.windowed, self.other)
-
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
         v, w = registers[self.windowed], registers[self.other]
-        runs = _Runs.of(v, self.leading)
+        runs = self._runs(v, w, self.leading)
         row_stride = runs.row_stride() if runs is not None else None
-        if row_stride is None or _differentiated(v, w):
+        if row_stride is None:
             return torch.einsum(self.equation, v, w)
         rows, length = prod(runs.lead_shape), runs.length
         weight = w.permute(self.weight_permutation).reshape(self.weight_shape)
@@ -185,9 +181,7 @@ class ShiftTapStep:
                     torch.mul(data, weight[0, start:start + count, None], out=acc)
                 else:
                     acc.addcmul_(data, weight[t, start:start + count, None])
-        kept = out.as_strided(runs.lead_shape + runs.outputs,
-                              _contiguous_strides(runs.lead_shape, length) + runs.o_strides)
-        return kept.permute(self.permutation)
+        return runs.positions(out, runs.lead_shape).permute(self.permutation)
 
 
 @dataclass(frozen=True)
@@ -224,24 +218,19 @@ class _Runs:
             return None
         return strides[-1]
 
+    def positions(self, buffer: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+        """The output positions [lead…, O…] of a contiguous [lead…, …, run] buffer (the
+        dropped columns left out)."""
+        strides, step = [], self.length
+        for size in reversed(lead):
+            strides.append(step)
+            step *= size
+        return buffer.as_strided(lead + self.outputs, tuple(reversed(strides)) + self.o_strides)
+
     def tap(self, v: torch.Tensor, t: int) -> torch.Tensor:
         """[lead…, run] of tap t, read in place."""
         return v.as_strided(self.lead_shape + (self.length,), self.lead_strides + (1,),
                             self.offsets[t])
-
-
-def _differentiated(*tensors: torch.Tensor) -> bool:
-    """Autograd records this step (a double backward): the in-place accumulation into
-    `out=` buffers cannot be; the plain einsum runs instead."""
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
-def _contiguous_strides(shape: tuple[int, ...], inner: int) -> tuple[int, ...]:
-    strides, step = [], inner
-    for size in reversed(shape):
-        strides.append(step)
-        step *= size
-    return tuple(reversed(strides))
 
 
 def _kind(leg: str, other_legs: tuple[str, ...], out: tuple[str, ...]) -> Optional[str]:
