@@ -109,6 +109,21 @@ def test_a_cached_call_never_accepts_what_a_fresh_call_rejects():
             call()
 
 
+def test_a_cached_factor_never_accepts_what_a_fresh_call_rejects():
+    """The factors' own call-site cache tells True from 1 for every option."""
+    conv, x = torch.nn.Conv2d(2, 3, 3).double(), rand(3, 2, 6, 6)
+    tnconv.kfac_reduce(conv, x, bias=True, group_average=True)
+    tnconv.kfc(conv, x, bias=False, max_intermediate=1)
+    for call in (lambda: tnconv.kfac_reduce(conv, x, bias=1, group_average=True),
+                 lambda: tnconv.kfac_reduce(conv, x, bias=True, group_average=1),
+                 lambda: tnconv.kfc(conv, x, bias=0, max_intermediate=1),
+                 lambda: tnconv.kfc(conv, x, bias=False, max_intermediate=True)):
+        with pytest.raises(tnconv.TNConvError):
+            call()
+    with pytest.raises(tnconv.TNConvError, match="module"):
+        tnconv.kfac_reduce(torch.nn.Linear(2, 3), x)
+
+
 def test_derivatives_set_up_once_per_call_site():
     tnconv.clear_caches()
     x, w = rand(2, 2, 7, 7), rand(3, 2, 3, 3)

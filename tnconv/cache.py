@@ -10,6 +10,8 @@ without limit.
 1
 >>> cache.get_or_create("a", lambda: 2)   # cached
 1
+>>> cache.lookup("a"), cache.lookup("b")
+(1, None)
 """
 
 from __future__ import annotations
@@ -52,6 +54,22 @@ class LRUCache:
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
             return value
+
+    def lookup(self, key: Hashable) -> object | None:
+        """The value for `key`, or None: the hit path without the lock.
+
+        Per-call paths look up first and build through `get_or_create` on a miss;
+        every step here is one atomic operation under the GIL.
+        """
+        data = self._data
+        value = data.get(key)
+        if value is not None:
+            try:
+                data.move_to_end(key)
+            except KeyError:  # evicted by another thread in between: still a valid value
+                pass
+            self.hits += 1
+        return value
 
     def resize(self, maxsize: int) -> None:
         with self._lock:

@@ -20,12 +20,14 @@ torch.Size([3, 2, 36, 18])
 from __future__ import annotations
 
 from math import prod
+from operator import itemgetter
 from typing import Any, Callable, Optional
 
 import torch
 
 from . import kfac_native
-from ._torch_modules import MODULE_TYPES
+from ._torch_modules import spec_from_module
+from .cache import LRUCache
 from .call_cache import cached_call
 from .compiler import STRATEGIES, compile
 from .errors import argument_error
@@ -43,8 +45,6 @@ _SMALL_UNFOLD_ELEMENTS = 2 ** 18
 
 def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
     """The spec of `conv` at input `x` (cached on the module's hyper-parameters and x's shape)."""
-    from ._torch_modules import spec_from_module
-
     build = lambda: spec_from_module(ConvSpec, conv, x, operation=op)  # noqa: E731
     module = _module_key(conv)
     if module is not None and isinstance(x, torch.Tensor):
@@ -173,6 +173,9 @@ def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
             result = run(x)
             return _append_bias(name, spec, x, result, options, strategy) if bias else result
 
+    if x_dtype == compute == wanted:  # nothing to convert: no wrapper on the per-call path
+        return core
+
     def compute_factor(x: torch.Tensor) -> torch.Tensor:
         result = core(x if x.dtype == compute else x.to(compute))
         return result if result.dtype == wanted else result.to(wanted)
@@ -202,24 +205,45 @@ def _bias_flag(op: str, conv: Any, bias: Optional[bool]) -> bool:
     return bias
 
 
-def _module_key(conv: Any) -> Optional[tuple]:
-    """The hyper-parameters of a conv module that its factors depend on (None: not a conv).
+#: The hyper-parameters of a conv module that its factors depend on, read in one call.
+_MODULE_FIELDS = itemgetter("in_channels", "out_channels", "kernel_size", "stride", "padding",
+                            "dilation", "groups", "padding_mode", "output_padding")
+_MODULE_RUNNERS = LRUCache(name="module_factor_runners")
 
-    Called on every factor call: the bias is read from `_parameters` where it
-    lives, not through `nn.Module.__getattr__`.
+
+def _module_key(conv: Any) -> Optional[tuple]:
+    """What a factor of `conv` depends on: class, hyper-parameters, bias (None: not a module).
+
+    Read on every factor call, straight from the instance dict (no
+    `nn.Module.__getattr__`, one C call for the fields): right after a large
+    op has evicted the caches, every attribute read costs about a microsecond.
+    A class that is no conv module is rejected when the set-up is built.
     """
-    if not isinstance(conv, MODULE_TYPES):
+    try:
+        attrs = conv.__dict__
+        return (conv.__class__, _MODULE_FIELDS(attrs), attrs["_parameters"].get("bias") is None)
+    except (AttributeError, KeyError, TypeError):
         return None
-    parameters = conv._parameters
-    bias = parameters["bias"] if "bias" in parameters else getattr(conv, "bias", None)
-    return (type(conv), conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-            conv.padding, conv.dilation, conv.groups, conv.padding_mode, conv.output_padding,
-            bias is not None)
 
 
 def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
-                   **options: Any) -> torch.Tensor:
-    """`name`'s factor of `conv` at `x`: validated and set up once per (module, x, options)."""
+                   typed: tuple, **options: Any) -> torch.Tensor:
+    """`name`'s factor of `conv` at `x`: validated and set up once per (module, x, options).
+
+    `typed` holds the classes of the options that could compare equal across
+    types (True == 1): a cached set-up never answers an argument it would reject.
+    """
+    module = _module_key(conv)
+    key = None
+    if module is not None:
+        try:
+            key = (op, module, x.shape, x.dtype, bias, bias.__class__, *options.values(), typed)
+            run = _MODULE_RUNNERS.lookup(key)
+        except (AttributeError, TypeError):  # x is no tensor, or an option is unhashable
+            key = run = None
+        if run is not None:
+            return run(x)
+
     def build() -> Callable[[torch.Tensor], torch.Tensor]:
         with error_context(op):
             spec, batched = _module_spec(op, conv, x)
@@ -227,12 +251,9 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
                                 **options)
             return (lambda t: run(t.unsqueeze(0))) if batched is not x else run
 
-    module = _module_key(conv)
-    if module is None or not isinstance(x, torch.Tensor):
-        return build()(x)  # raises the TNConvError that names the bad argument
-    values = tuple(options.values())  # keyword order: fixed by the public function
-    key = (op, module, tuple(x.shape), x.dtype, bias, values)
-    return cached_call(key, build, typed=(bias, *values))(x)
+    if key is None:
+        return build()(x)
+    return _MODULE_RUNNERS.get_or_create(key, build)(x)
 
 
 def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[bool] = None,
@@ -250,7 +271,8 @@ def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[b
     is a quarter of the batch, at most 2**22 elements (the whole batch when its
     unfolded input has at most 2**18 elements).
     """
-    return _module_factor("kfc", "tnconv.kfc", conv, x, bias, reduction=reduction,
+    typed = (group_average.__class__, max_intermediate.__class__)
+    return _module_factor("kfc", "tnconv.kfc", conv, x, bias, typed, reduction=reduction,
                           group_average=group_average, structure=structure, dtype=dtype,
                           max_intermediate=max_intermediate, strategy=strategy)
 
@@ -265,7 +287,7 @@ def kfac_reduce(conv: Any, x: torch.Tensor, *, reduction: str = "mean",
     after averaging. The unfolded input is never formed.
     """
     return _module_factor("kfac_reduce", "tnconv.kfac_reduce", conv, x, bias,
-                          reduction=reduction, group_average=group_average,
+                          (group_average.__class__,), reduction=reduction, group_average=group_average,
                           structure=structure, dtype=dtype, strategy=strategy)
 
 

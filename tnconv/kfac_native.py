@@ -23,6 +23,7 @@ torch.Size([1, 18, 18])
 
 from __future__ import annotations
 
+from functools import partial
 from math import prod
 from typing import Any, Callable
 
@@ -135,52 +136,104 @@ def _tiles(pattern: IndexPattern, transposed: bool) -> bool:
             and pattern.padding == (0, 0))
 
 
-def position_sums(spec: ConvSpec) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> Σ_o u[n, g, d, o] as [N, G, D] (∏O times the mean patch), decided once per spec."""
-    return _SUMS.get_or_create(spec, lambda: _position_sums(spec))
+def position_sums(spec: ConvSpec) -> Callable[..., torch.Tensor]:
+    """(x, scale=1.0) -> scale · Σ_o u[n, g, d, o] as [N, G, D] (∏O·scale times the mean patch).
+
+    The route is decided once per spec and the operands once per (device,
+    dtype, batch, scale), so that a call is a handful of torch ops: the scale
+    rides on the last matrix of counts, never a pass of its own.
+    """
+    return _SUMS.get_or_create(spec, lambda: _PositionSums(spec))
 
 
-def _position_sums(spec: ConvSpec) -> Callable[[torch.Tensor], torch.Tensor]:
-    groups, sizes = spec.groups, spec.input_size
-    if _is_pointwise(spec):  # 1×1 kernels: the strided pixels, summed
-        picks = (slice(None), slice(None)) + tuple(
-            slice(0, s * (o - 1) + 1, s) for s, o in zip(spec.stride, spec.output_size))
-        dims = tuple(range(2, 2 + spec.ndim))
-        return lambda x: x[picks].sum(dim=dims).reshape(x.shape[0], groups, -1)
-    patterns = spec.patterns()
-    window = _window_sum(patterns[0]) if spec.ndim == 1 and not spec.transposed \
-        and patterns[0].mode == "zeros" else None
-    counts_for: dict = {}  # (device, dtype) -> the [K, I] counts of each dimension
+class _PositionSums:
+    """Σ_o of the patches of one spec, as a short list of prepared torch ops per input."""
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        y = x.reshape(-1, *sizes)
-        if window is not None and y.shape[0] < patterns[0].kernel_size:
-            return window(y).reshape(x.shape[0], groups, -1)
-        key = (x.device, x.dtype)
-        counts = counts_for.get(key)
-        if counts is None:
-            counts = counts_for.setdefault(key, [
-                None if _tiles(p, spec.transposed) else
-                _summed_pattern(p, spec.transposed, x.device, x.dtype) for p in patterns])
-        rows, last = y.shape[0], len(sizes) - 1
-        # The first dimension first: one broadcast matmul [K_1, I_1] @ [I_1, rest] per
-        # row reads x once at nearly the speed of a sum; a thin [.., I_N] @ [I_N, K_N]
-        # product over all of x first ran 2-3x slower (MKL is slow with few output
-        # columns). Non-overlapping patches (ViT's patch embedding) need no counts:
-        # crop to O·K and sum over O, reading x contiguously (1.5x faster).
-        for d, (pattern, c) in enumerate(zip(patterns, counts)):
-            if c is None:
-                size, k = pattern.output_size, pattern.kernel_size
-                y = y.reshape(rows, sizes[d], -1)[:, :size * k].reshape(rows, size, -1).sum(1)
-                rows *= k
-            elif d == last:
-                y = y.reshape(-1, sizes[d]) @ c.T  # [rows·K_1…K_(N-1), K_N]
-            else:
-                y = torch.matmul(c, y.reshape(rows, sizes[d], -1))  # [rows, K_d, rest]
-                rows *= c.shape[0]
-        return y.reshape(x.shape[0], groups, -1)
+    _KEEP = 16  # prepared inputs kept per spec: (device, dtype, rows, scale)
 
-    return run
+    def __init__(self, spec: ConvSpec):
+        self.spec = spec
+        self.patterns = spec.patterns()
+        self._prepared: dict = {}
+
+    def __call__(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+        return self.prepared(x.device, x.dtype, x.shape[0], scale)(x)
+
+    def prepared(self, device: Any, dtype: Any, batch: int,
+                 scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x -> the sums, for inputs of this device, dtype and batch size (built once)."""
+        key = (device, dtype, batch, scale)
+        run = self._prepared.get(key)
+        if run is None:
+            if len(self._prepared) >= self._KEEP:
+                self._prepared.clear()
+            run = self._prepared[key] = self._prepare(device, dtype, batch, scale)
+        return run
+
+    def _counts(self, pattern: IndexPattern, device: Any, dtype: Any) -> torch.Tensor:
+        return _summed_pattern(pattern, self.spec.transposed, device, dtype)
+
+    def _prepare(self, device: Any, dtype: Any, batch: int,
+                 scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+        spec, patterns = self.spec, self.patterns
+        rows, sizes, shape = batch * spec.in_channels, spec.input_size, (batch, spec.groups, -1)
+        if _is_pointwise(spec):  # 1×1 kernels: one product with a mask of the strided pixels
+            mask = torch.zeros(sizes, device=device, dtype=dtype)
+            mask[tuple(slice(0, s * (o - 1) + 1, s)
+                       for s, o in zip(spec.stride, spec.output_size))] = scale
+            mask = mask.reshape(-1, 1)
+            return lambda x: torch.mm(x.reshape(rows, -1), mask).view(shape)
+        first = patterns[0]
+        if spec.ndim == 1 and rows < first.kernel_size and not spec.transposed \
+                and first.mode == "zeros":
+            window = _window_sum(first)
+            if scale == 1.0:
+                return lambda x: window(x.reshape(rows, -1)).view(shape)
+            return lambda x: window(x.reshape(rows, -1)).mul_(scale).view(shape)
+        steps = []  # each: y -> y reduced over its next spatial dimension
+        lead, last = rows, len(sizes) - 1
+        for d, pattern in enumerate(patterns):
+            if d == last:  # [lead·K_1…K_(N-1), I_N] @ [I_N, K_N], the scale on the counts
+                counts_t = (self._counts(pattern, device, dtype) * scale).T.contiguous()
+                steps.append(partial(_last_dim, counts_t))
+            elif _tiles(pattern, spec.transposed):
+                ones = torch.ones(1, 1, pattern.output_size, device=device, dtype=dtype)
+                steps.append(partial(_tile_sum, ones.expand(lead, 1, -1), sizes[d],
+                                     pattern.kernel_size))
+                lead *= pattern.kernel_size
+            else:  # one batched product [K_d, I_d] @ [I_d, rest] per leading row
+                counts = self._counts(pattern, device, dtype)
+                steps.append(partial(_dim_product, counts.expand(lead, *counts.shape)))
+                lead *= counts.shape[0]
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = x
+            for step in steps:
+                y = step(y)
+            return y.view(shape)
+
+        return run
+
+
+# The first dimension is reduced first: one batched product [K_1, I_1] @ [I_1, rest]
+# per row reads x once at nearly the speed of a sum; a thin [.., I_N] @ [I_N, K_N]
+# product over all of x first ran 2-3x slower (MKL is slow with few output columns).
+# `torch.bmm` on the expanded counts, not `torch.matmul`: matmul's broadcasting
+# dispatches ~15 ops per call, which cost 30-50 µs right after a large op has
+# evicted the caches (the position the benchmark times us in).
+def _dim_product(counts: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.bmm(counts, y.reshape(counts.shape[0], counts.shape[2], -1))
+
+
+def _last_dim(counts_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.mm(y.reshape(-1, counts_t.shape[0]), counts_t)
+
+
+def _tile_sum(ones: torch.Tensor, size: int, kernel: int, y: torch.Tensor) -> torch.Tensor:
+    """Non-overlapping patches (ViT's patch embedding) need no counts: crop to O·K and sum
+    over O, reading y contiguously, as a product with ones (`sum(1)` took 2.5x longer)."""
+    lead, out = ones.shape[0], ones.shape[2]
+    return torch.bmm(ones, y.reshape(lead, size, -1)[:, :out * kernel].reshape(lead, out, -1))
 
 
 def _window_sum(pattern: IndexPattern) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -200,36 +253,50 @@ def _window_sum(pattern: IndexPattern) -> Callable[[torch.Tensor], torch.Tensor]
 
 
 def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
-    """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one matmul per spatial dimension."""
-    return position_sums(spec)(x).mul_(1.0 / prod(spec.output_size))
+    """Mean patch ū[n, g, d] = (1/∏O) Σ_o u[n, g, d, o], one product per spatial dimension."""
+    return position_sums(spec)(x, 1.0 / prod(spec.output_size))
 
 
 def reduce_runner(spec: ConvSpec, options: dict) -> Callable[[torch.Tensor], torch.Tensor]:
     """x -> the KFAC-reduce factor as the "kfac_reduce" network computes it (set up once).
 
     `options` as the network's, with "bias": the ones column joins the mean patch.
+    The normalisation c (1/N or 1) is split as √c on each side of the product and
+    rides, with 1/∏O, on the position sums' last matrix: the factor is then one plain
+    `bmm` (`baddbmm`'s alpha cost 35-70 µs more in a cold cache). Everything but the
+    torch ops is decided once per (batch, dtype, device).
     """
     sums, positions = position_sums(spec), prod(spec.output_size)
     group_average, bias = options["group_average"], options.get("bias", False)
     mean, diagonal = options["reduction"] == "mean", options["structure"] == "diagonal"
+    prepared: dict = {}
+
+    def prepare(batch: int, dtype: Any, device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        root = (1.0 / batch) ** 0.5 if mean else 1.0
+        scaled_sums = sums.prepared(device, dtype, batch, root / positions)  # √c·ū
+
+        def factor(x: torch.Tensor) -> torch.Tensor:
+            ubar = scaled_sums(x).transpose(0, 1)  # [G, N, D]
+            if group_average:
+                ubar = ubar.mean(0, keepdim=True)
+            if bias:  # the ones column, appended after averaging
+                ubar = torch.cat([ubar, ubar.new_full((*ubar.shape[:2], 1), root)], 2)
+            if diagonal:
+                result = (ubar * ubar).sum(1)
+            else:
+                result = torch.bmm(ubar.transpose(1, 2), ubar)
+            return result[0] if group_average else result
+
+        return factor
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        summed = sums(x).transpose(0, 1)  # [G, N, D], ∏O times ū
-        if group_average:
-            summed = summed.mean(0, keepdim=True)
-        coefficient = 1.0 / x.shape[0] if mean else 1.0
-        if bias:  # the ones column, appended after averaging
-            ubar = torch.cat([summed * (1.0 / positions),
-                              summed.new_ones(summed.shape[0], summed.shape[1], 1)], 2)
-        else:  # both 1/∏O in the coefficient
-            ubar, coefficient = summed, coefficient / positions ** 2
-        if diagonal:
-            result = (ubar * ubar).sum(1).mul_(coefficient)
-        else:  # the normalisation rides on the product (a pass over [G, D, D] doubled the
-            # time of large-D layers); beta=0: the 1-element input is never read
-            result = torch.baddbmm(ubar.new_empty(1, 1, 1), ubar.transpose(1, 2), ubar,
-                                   beta=0, alpha=coefficient)
-        return result[0] if group_average else result
+        key = (x.shape[0], x.dtype, x.device)
+        factor = prepared.get(key)
+        if factor is None:
+            if len(prepared) >= _PositionSums._KEEP:
+                prepared.clear()
+            factor = prepared[key] = prepare(*key)
+        return factor(x)
 
     return run
 
