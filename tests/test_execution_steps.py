@@ -118,6 +118,10 @@ def test_kfac_reduce_averages_the_input_once_and_meets_in_a_gram_step():
     spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(20, 20), padding=2, dilation=2)
     steps = _steps("kfac_reduce", spec, 3)
     assert steps[-1] is GramStep and _Alias in steps
+    program = tnconv.compile("kfac_reduce", spec, strategy="tn").program_for(3)
+    plan = plan_for(program, DEVICE, torch.float64)
+    # The normalisation rides as its square root on a matrix of counts: a plain product.
+    assert program.scale != 1 and plan._steps[-1].alpha == 1 and plan.scale == 1
     conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2, bias=False)
     x = rand(3, 8, 20, 20)
     ubar = torch.nn.functional.unfold(x, 3, padding=2, dilation=2).mean(2)

@@ -8,7 +8,8 @@ meeting in a step (KFC) run as one Gram product (`tnconv.gram`); a scattering
 index pattern is applied as a scatter-add and never built (`tnconv.fold_steps`); a chain that
 repeats an earlier one is not run again (`tnconv.plan_signatures`); overlapping
 window views meet the weight tap by tap, on the data in place (`tnconv.window_steps`); a result
-that is only a view of the argument (an unpadded unfold) is one `as_strided` and a copy. Plain torch calls (no
+that is only a view of the argument (an unpadded unfold) is one `as_strided` and a copy;
+sums of one operand read an argument's view before its merging reshapes (`tnconv.sum_steps`). Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
 >>> import torch
@@ -38,6 +39,7 @@ from .constants import to_torch
 from .fold_steps import FoldStep, fold_step
 from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
+from .sum_steps import SumStep, sum_step, unmerged
 from .lower import EinsumProgram
 from .matrix_chain import MatrixChainStep, matrix_step
 from .window_steps import window_step
@@ -64,31 +66,6 @@ class _Alias:
 
     def __call__(self, registers: list[Any]) -> torch.Tensor:
         return registers[self.inputs[0]]
-
-
-@dataclass(frozen=True)
-class _UnaryStep:
-    """One operand: sum some legs, permute the rest (no einsum parsing per call).
-
-    An empty `permutation` keeps the order.
-    """
-
-    inputs: tuple[int]
-    summed: tuple[int, ...]
-    permutation: tuple[int, ...]
-
-    def __call__(self, registers: list[Any]) -> torch.Tensor:
-        t = registers[self.inputs[0]]
-        if self.summed:
-            t = t.sum(self.summed)
-        return t.permute(self.permutation) if self.permutation else t
-
-
-def _unary_step(register: int, legs: tuple[str, ...], out: tuple[str, ...]) -> _UnaryStep:
-    kept = [leg for leg in legs if leg in out]
-    permutation = tuple(kept.index(leg) for leg in out)
-    return _UnaryStep((register,), tuple(d for d, leg in enumerate(legs) if leg not in out),
-                      () if permutation == tuple(range(len(out))) else permutation)
 
 
 def _local_equation(inputs: list[tuple[str, ...]], output: tuple[str, ...]) -> str:
@@ -165,8 +142,9 @@ class ExecutionPlan:
         self._data_step_outputs = [
             reg for reg in self._step_outputs if self._registers[reg] is None]
         self._prune_and_chain()
+        self._sum_before_merging()
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
-        self._may_alias = all(isinstance(s, (_UnaryStep, _Alias)) for s in self._steps)
+        self._may_alias = all(isinstance(s, (SumStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
         self._strided = self._strided_result()
 
@@ -197,7 +175,11 @@ class ExecutionPlan:
             return None
         last = self._steps[-1] if self._steps else None
         if isinstance(last, GramStep) and self._data_step_outputs[-1] == len(self._registers) - 1:
-            self._steps[-1] = replace(last, alpha=last.alpha * self.scale)  # in the product
+            matrix = self._chain_matrix_of(last.register) if self.scale > 0 else None
+            if matrix is not None:  # √scale on a matrix feeding both copies: a plain bmm
+                self._registers[matrix] = self._registers[matrix] * self.scale ** 0.5
+            else:
+                self._steps[-1] = replace(last, alpha=last.alpha * self.scale)  # in the product
             self.scale = 1.0
             return None
         # An operand that enters the product twice (a Gram step's, or an argument fed to
@@ -221,6 +203,23 @@ class ExecutionPlan:
             return smallest
         return None
 
+    def _chain_matrix_of(self, register: int) -> Optional[int]:
+        """A constant matrix that only the matrix chain computing `register` reads, if any.
+
+        Scaling it scales `register` alone; a Gram step reading `register` then
+        carries the square of that factor, with no `alpha` (whose `baddbmm` path
+        costs tens of µs more than `bmm` in a cold cache).
+        """
+        readers = Counter(r for step in self._steps for r in step.inputs)
+        producer = dict(zip(self._data_step_outputs, self._steps))
+        while isinstance(producer.get(register), _Alias) and readers[register] == 1:
+            register = producer[register].inputs[0]
+        step = producer.get(register)
+        if not isinstance(step, MatrixChainStep) or readers[register] != 1:
+            return None
+        return next((matrix for matrix, _, _ in step.matrices
+                     if readers[matrix] == 1 and self._registers[matrix] is not None), None)
+
     def _einsum(self, taken: list, out: tuple[str, ...]) -> torch.Tensor:
         equation = _local_equation([legs for _, legs, _ in taken], out)
         return torch.einsum(equation, *[self._registers[r] for r, _, _ in taken])
@@ -231,7 +230,7 @@ class ExecutionPlan:
         if earlier is not None:
             return _Alias((earlier,))
         if len(taken) == 1:
-            return _unary_step(taken[0][0], taken[0][1], out)
+            return sum_step(taken[0][0], taken[0][1], out)
         equation = _local_equation([legs for _, legs, _ in taken], out)
         return (self._fold(taken, out) or self._gram(taken, out, sigs)
                 or self._window(taken, out) or self._matrix(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
@@ -298,6 +297,23 @@ class ExecutionPlan:
             chained.append(step)
             chained_outs.append(out)
         self._steps, self._data_step_outputs = chained, chained_outs
+
+    def _sum_before_merging(self) -> None:
+        """Sum steps on an argument's view read the view before its merging reshapes
+        (`tnconv.sum_steps.unmerged`), where that argument is read by nothing else."""
+        readers = Counter(r for step in self._steps for r in step.inputs)
+        shared = {r for pair in self._same_as.items() if readers[pair[0]] for r in pair}
+        views = list(self.argument_views)
+        for n, step in enumerate(self._steps):
+            register = step.inputs[0]
+            if (not isinstance(step, SumStep) or register >= len(views)
+                    or views[register] is None or readers[register] != 1
+                    or register in shared):
+                continue
+            found = unmerged(views[register], step)
+            if found is not None:
+                views[register], self._steps[n] = found
+        self.argument_views = tuple(views)
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         if self._strided is not None:
