@@ -435,9 +435,10 @@ def test_non_overlapping_patches_reduce_by_cropped_sums(ndim, kernel, size):
 
 
 @pytest.mark.parametrize("kernel, stride, padding, dilation", [
-    (10, 5, 0, 1), (4, 3, (2, 1), 2), (3, 1, 1, 1)])
+    (10, 5, 0, 1), (4, 3, (2, 1), 2), (3, 1, 1, 1), (3, 2, 1, 1)])
 def test_long_signals_with_few_channels_sum_their_windows(kernel, stride, padding, dilation):
-    """Fewer rows (N·C) than taps: the mean patch sums the windows of the signal itself."""
+    """Fewer rows (N·C) than taps: the mean patch sums phases of the signal itself
+    (taps in order, a slice of them, a gather with dilation; a tail padded to whole phases)."""
     x = rand(1, 2, 61)
     pairs = [padding if isinstance(padding, tuple) else (padding, padding)]
     u = unfold_ref(x, (kernel,), (stride,), pairs, (dilation,), 2)

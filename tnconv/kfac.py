@@ -226,18 +226,26 @@ def _module_key(conv: Any) -> Optional[tuple]:
         return None
 
 
+#: The options of each factor, in the order its public function passes them.
+_OPTIONS = {"kfc": ("reduction", "group_average", "structure", "dtype", "max_intermediate",
+                    "strategy"),
+            "kfac_reduce": ("reduction", "group_average", "structure", "dtype", "strategy")}
+
+
 def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
-                   typed: tuple, **options: Any) -> torch.Tensor:
+                   values: tuple, typed: tuple) -> torch.Tensor:
     """`name`'s factor of `conv` at `x`: validated and set up once per (module, x, options).
 
-    `typed` holds the classes of the options that could compare equal across
-    types (True == 1): a cached set-up never answers an argument it would reject.
+    `values` are the options in `_OPTIONS[name]`'s order; `typed` the classes of
+    those that could compare equal across types (True == 1): a cached set-up
+    never answers an argument it would reject. The set-up is specialised to x's
+    batch size, dtype and device where the route allows (`for_input`).
     """
     module = _module_key(conv)
     key = None
     if module is not None:
         try:
-            key = (op, module, x.shape, x.dtype, bias, bias.__class__, *options.values(), typed)
+            key = (op, module, x.shape, x.dtype, x.device, bias, bias.__class__, values, typed)
             run = _MODULE_RUNNERS.lookup(key)
         except (AttributeError, TypeError):  # x is no tensor, or an option is unhashable
             key = run = None
@@ -248,8 +256,11 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
         with error_context(op):
             spec, batched = _module_spec(op, conv, x)
             run = factor_runner(name, spec, x.dtype, op=op, bias=_bias_flag(op, conv, bias),
-                                **options)
-            return (lambda t: run(t.unsqueeze(0))) if batched is not x else run
+                                **dict(zip(_OPTIONS[name], values)))
+            if batched is not x:
+                return lambda t: run(t.unsqueeze(0))
+            specialise = getattr(run, "for_input", None)
+            return run if specialise is None else specialise(x)
 
     if key is None:
         return build()(x)
@@ -271,10 +282,9 @@ def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[b
     is a quarter of the batch, at most 2**22 elements (the whole batch when its
     unfolded input has at most 2**18 elements).
     """
-    typed = (group_average.__class__, max_intermediate.__class__)
-    return _module_factor("kfc", "tnconv.kfc", conv, x, bias, typed, reduction=reduction,
-                          group_average=group_average, structure=structure, dtype=dtype,
-                          max_intermediate=max_intermediate, strategy=strategy)
+    return _module_factor("kfc", "tnconv.kfc", conv, x, bias,
+                          (reduction, group_average, structure, dtype, max_intermediate, strategy),
+                          (group_average.__class__, max_intermediate.__class__))
 
 
 def kfac_reduce(conv: Any, x: torch.Tensor, *, reduction: str = "mean",
@@ -287,8 +297,8 @@ def kfac_reduce(conv: Any, x: torch.Tensor, *, reduction: str = "mean",
     after averaging. The unfolded input is never formed.
     """
     return _module_factor("kfac_reduce", "tnconv.kfac_reduce", conv, x, bias,
-                          (group_average.__class__,), reduction=reduction, group_average=group_average,
-                          structure=structure, dtype=dtype, strategy=strategy)
+                          (reduction, group_average, structure, dtype, strategy),
+                          (group_average.__class__,))
 
 
 def patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype] = None,

@@ -36,7 +36,7 @@ from .native import pad_input
 from .spec import ConvSpec
 
 __all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce",
-           "position_sums", "reduce_runner"]
+           "position_sums", "reduce_runner", "Reducer"]
 
 _COUNTS = LRUCache(name="summed_patterns")
 _SUMS = LRUCache(name="position_sums")
@@ -186,10 +186,8 @@ class _PositionSums:
         first = patterns[0]
         if spec.ndim == 1 and rows < first.kernel_size and not spec.transposed \
                 and first.mode == "zeros":
-            window = _window_sum(first)
-            if scale == 1.0:
-                return lambda x: window(x.reshape(rows, -1)).view(shape)
-            return lambda x: window(x.reshape(rows, -1)).mul_(scale).view(shape)
+            phases = _phase_sum(first, rows, scale, device, dtype)
+            return lambda x: phases(x.reshape(rows, -1)).reshape(shape)
         steps = []  # each: y -> y reduced over its next spatial dimension
         lead, last = rows, len(sizes) - 1
         for d, pattern in enumerate(patterns):
@@ -236,18 +234,41 @@ def _tile_sum(ones: torch.Tensor, size: int, kernel: int, y: torch.Tensor) -> to
     return torch.bmm(ones, y.reshape(lead, size, -1)[:, :out * kernel].reshape(lead, out, -1))
 
 
-def _window_sum(pattern: IndexPattern) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Σ_o of the zero-padded sliding windows along the last dimension: [..., K].
+def _phase_sum(pattern: IndexPattern, rows: int, scale: float, device: Any,
+               dtype: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """[rows, I] -> scale · Σ_o of the zero-padded sliding windows: [rows, K], one product.
 
-    Few rows of a long 1d signal: summing its windows reads less than the [K, I] counts.
+    Few rows of a long 1d signal (wav2vec2's front end): the [K, I] counts would
+    be read whole for a few rows of data. Tap t reads positions o·s + t·dil − p,
+    that is phase b = (t·dil − p) mod s of the signal viewed [I/s, s], rows
+    q = o + a, a = ⌊(t·dil − p)/s⌋. One [A, I/s] mask of the rows each shift a
+    covers (the scale on it) meets the phases in one batched product; tap t is
+    entry (a − a_min)·s + b of its [A·s] result per row.
     """
-    pads = pattern.padding
-    span = (pattern.kernel_size - 1) * pattern.dilation + 1
-    taps = slice(None, None, pattern.dilation)
+    stride, size, out = pattern.stride, pattern.input_size, pattern.output_size
+    offsets = [t * pattern.dilation - pattern.padding[0] for t in range(pattern.kernel_size)]
+    shifts = [offset // stride for offset in offsets]
+    first, phases = min(shifts), -(-size // stride)
+    mask = torch.zeros(max(shifts) - first + 1, phases, device=device, dtype=dtype)
+    for row, shift in enumerate(range(first, max(shifts) + 1)):
+        mask[row, max(shift, 0):min(shift + out, phases)] = scale
+    mask = mask.expand(rows, *mask.shape)
+    taps = [offset - first * stride for offset in offsets]
+    tail = phases * stride - size  # zeros on the right, so the signal splits into phases
+    if taps == list(range(mask.shape[1] * stride)):
+        pick: Any = None  # every entry, in order
+    elif taps == list(range(taps[0], taps[0] + len(taps))):
+        pick = slice(taps[0], taps[0] + len(taps))
+    else:
+        pick = torch.tensor(taps, device=device)
 
     def run(y: torch.Tensor) -> torch.Tensor:
-        padded = torch.nn.functional.pad(y, pads) if any(pads) else y
-        return padded.unfold(-1, span, pattern.stride)[..., taps].sum(-2)
+        if tail:
+            y = torch.nn.functional.pad(y, (0, tail))
+        z = torch.bmm(mask, y.reshape(rows, phases, stride)).view(rows, -1)
+        if pick is None:
+            return z
+        return z[:, pick] if isinstance(pick, slice) else z.index_select(1, pick)
 
     return run
 
@@ -257,26 +278,50 @@ def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Te
     return position_sums(spec)(x, 1.0 / prod(spec.output_size))
 
 
-def reduce_runner(spec: ConvSpec, options: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+def reduce_runner(spec: ConvSpec, options: dict) -> "Reducer":
     """x -> the KFAC-reduce factor as the "kfac_reduce" network computes it (set up once).
 
     `options` as the network's, with "bias": the ones column joins the mean patch.
+    """
+    return Reducer(spec, options)
+
+
+class Reducer:
+    """The KFAC-reduce factor of one spec and options; `for_input(x)` the per-call closure.
+
     The normalisation c (1/N or 1) is split as √c on each side of the product and
     rides, with 1/∏O, on the position sums' last matrix: the factor is then one plain
     `bmm` (`baddbmm`'s alpha cost 35-70 µs more in a cold cache). Everything but the
     torch ops is decided once per (batch, dtype, device).
     """
-    sums, positions = position_sums(spec), prod(spec.output_size)
-    group_average, bias = options["group_average"], options.get("bias", False)
-    mean, diagonal = options["reduction"] == "mean", options["structure"] == "diagonal"
-    prepared: dict = {}
 
-    def prepare(batch: int, dtype: Any, device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-        root = (1.0 / batch) ** 0.5 if mean else 1.0
-        scaled_sums = sums.prepared(device, dtype, batch, root / positions)  # √c·ū
+    def __init__(self, spec: ConvSpec, options: dict):
+        self._sums, self._positions = position_sums(spec), prod(spec.output_size)
+        self._group_average, self._bias = options["group_average"], options.get("bias", False)
+        self._mean = options["reduction"] == "mean"
+        self._diagonal = options["structure"] == "diagonal"
+        self._prepared: dict = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.for_input(x)(x)
+
+    def for_input(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The factor for inputs of x's batch size, dtype and device."""
+        key = (x.shape[0], x.dtype, x.device)
+        factor = self._prepared.get(key)
+        if factor is None:
+            if len(self._prepared) >= _PositionSums._KEEP:
+                self._prepared.clear()
+            factor = self._prepared[key] = self._prepare(*key)
+        return factor
+
+    def _prepare(self, batch: int, dtype: Any, device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+        group_average, bias, diagonal = self._group_average, self._bias, self._diagonal
+        root = (1.0 / batch) ** 0.5 if self._mean else 1.0
+        scaled_sums = self._sums.prepared(device, dtype, batch, root / self._positions)
 
         def factor(x: torch.Tensor) -> torch.Tensor:
-            ubar = scaled_sums(x).transpose(0, 1)  # [G, N, D]
+            ubar = scaled_sums(x).transpose(0, 1)  # [G, N, D], √c·ū
             if group_average:
                 ubar = ubar.mean(0, keepdim=True)
             if bias:  # the ones column, appended after averaging
@@ -288,17 +333,6 @@ def reduce_runner(spec: ConvSpec, options: dict) -> Callable[[torch.Tensor], tor
             return result[0] if group_average else result
 
         return factor
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        key = (x.shape[0], x.dtype, x.device)
-        factor = prepared.get(key)
-        if factor is None:
-            if len(prepared) >= _PositionSums._KEEP:
-                prepared.clear()
-            factor = prepared[key] = prepare(*key)
-        return factor(x)
-
-    return run
 
 
 def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
