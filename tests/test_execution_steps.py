@@ -107,9 +107,21 @@ def test_gram_step_takes_either_copy_first_without_a_transposing_copy():
     u = rand(3, 4, 5)  # legs n, c, o
     for output in (("c", "d"), ("d", "c")):
         step = gram_step(("n", "c", "o"), ("n", "d", "o"), (3, 4, 5), output, register=0)
-        assert step.output_permutation == (0, 1)
+        assert step.output_permutation == ()  # already in order
         expected = torch.einsum("nco,ndo->" + "".join(output), u, u)
         assert_close(step([u]), expected)
+
+
+def test_a_thin_gram_step_reads_a_contracted_first_operand_as_it_lies(monkeypatch):
+    """KFAC-reduce's [N, D] mean patch: ūᵀ ū without a transposing copy of ū."""
+    from tnconv.gram import gram_step
+
+    u = rand(4, 3, 5)  # legs n, c, k: contracted first
+    step = gram_step(("n", "c", "k"), ("n", "d", "l"), (4, 3, 5), ("c", "k", "d", "l"),
+                     register=0)
+    assert step.contracted_first
+    monkeypatch.setattr(torch.Tensor, "permute", None)  # the operand is never permuted
+    assert_close(step([u]), torch.einsum("nck,ndl->ckdl", u, u))
 
 
 def test_kfac_reduce_averages_the_input_once_and_meets_in_a_gram_step():

@@ -15,7 +15,7 @@ abcef,bdcgh,gie,hjf->abdij
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -137,15 +137,28 @@ class Compiled:
             result = self._native(self.spec, self.options, *tensors)
             if result is not NotImplemented:
                 return result
-        key = (batch, first.device, first.dtype)
+        return self._plan(batch, first.device, first.dtype)(*tensors)
+
+    def runner_for(self, *tensors: torch.Tensor) -> Callable[..., torch.Tensor]:
+        """What `run` calls for tensors like these (same batch size, device, dtype): the
+        execution plan itself where no native route applies, so callers that cache per
+        input skip `run`'s dispatch."""
+        if self._native is not None:
+            return self.run
+        first = tensors[0]
+        return self._plan(tensors[self.operation.batch_argument].shape[0], first.device,
+                          first.dtype)
+
+    def _plan(self, batch: int, device: torch.device, dtype: torch.dtype) -> ExecutionPlan:
+        key = (batch, device, dtype)
         plan = self._plans.get(key)
         if plan is None:
             with self._lock:
-                plan = plan_for(self.program_for(batch), first.device, first.dtype)
+                plan = plan_for(self.program_for(batch), device, dtype)
                 if len(self._plans) >= 16:
                     self._plans.clear()
                 self._plans[key] = plan
-        return plan(*tensors)
+        return plan
 
     # ---------------------------------------------------------- reporting
     def explain(self) -> str:

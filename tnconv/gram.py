@@ -62,17 +62,23 @@ class GramStep:
     permutation: tuple[int, ...]
     matrix_shape: tuple[int, int, int]
     result_shape: tuple[int, ...]
-    output_permutation: tuple[int, ...]
+    output_permutation: tuple[int, ...]  # empty: already in order
     alpha: float = 1.0
+    #: The operand's legs already read [batch, contracted, free] (a thin product only):
+    #: Aᵀ A on the operand as it lies, instead of a transposing copy.
+    contracted_first: bool = False
 
     @property
     def inputs(self) -> tuple[int, ...]:
         return (self.register,)
 
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
-        a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
-        batch, free = self.matrix_shape[0], self.matrix_shape[1]
-        if self.matrix_shape[2] < _SYMMETRIC_MIN_INNER:  # a thin product: one bmm is faster
+        batch, free, inner = self.matrix_shape
+        if self.contracted_first:
+            a = registers[self.register].reshape(batch, inner, free).transpose(1, 2)
+        else:
+            a = registers[self.register].permute(self.permutation).reshape(self.matrix_shape)
+        if inner < _SYMMETRIC_MIN_INNER:  # a thin product: one bmm is faster
             if self.alpha == 1:
                 product = torch.bmm(a, a.transpose(1, 2))
             else:  # beta=0: the empty input is never read
@@ -82,7 +88,8 @@ class GramStep:
             product = a.new_zeros(batch, free, free)
             add_symmetric_product(product, a, self.alpha)
             mirror_upper(product)
-        return product.reshape(self.result_shape).permute(self.output_permutation)
+        product = product.reshape(self.result_shape)
+        return product.permute(self.output_permutation) if self.output_permutation else product
 
 
 def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[int, ...],
@@ -116,10 +123,14 @@ def gram_step(legs: tuple[str, ...], copy_legs: tuple[str, ...], shape: tuple[in
     if sorted(order) != sorted(output) or len(set(order)) != len(order):
         return None
     size = lambda positions: prod(shape[p] for p in positions)  # noqa: E731
+    output_permutation = tuple(order.index(leg) for leg in output)
     return GramStep(
         register=register,
         permutation=tuple(batch + free + contracted),
         matrix_shape=(size(batch), size(free), size(contracted)),
         result_shape=tuple(shape[p] for p in batch + free + free),
-        output_permutation=tuple(order.index(leg) for leg in output),
+        output_permutation=() if output_permutation == tuple(range(len(output)))
+        else output_permutation,
+        contracted_first=(batch + contracted + free == list(range(len(legs)))
+                          and size(contracted) < _SYMMETRIC_MIN_INNER),
     )

@@ -166,12 +166,13 @@ def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
             return _append_bias(name, spec, x, result, options, strategy) if bias else result
     elif strategy == "auto":  # the ones column joins the mean patch: one pass over x
         core = kfac_native.reduce_runner(spec, {**options, "bias": bias})
+    elif not bias:  # the compiled network alone: callers may cache its plan per input
+        core = _CompiledRun(compile(name, spec, strategy=strategy, **options))
     else:
         run = compile(name, spec, strategy=strategy, **options).run
 
         def core(x: torch.Tensor) -> torch.Tensor:
-            result = run(x)
-            return _append_bias(name, spec, x, result, options, strategy) if bias else result
+            return _append_bias(name, spec, x, run(x), options, strategy)
 
     if x_dtype == compute == wanted:  # nothing to convert: no wrapper on the per-call path
         return core
@@ -181,6 +182,20 @@ def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
         return result if result.dtype == wanted else result.to(wanted)
 
     return compute_factor
+
+
+class _CompiledRun:
+    """A compiled factor network as a runner; `for_input(x)` its plan for x's batch, device
+    and dtype (`Compiled.runner_for`), which the module call-site cache keeps."""
+
+    def __init__(self, compiled: Any):
+        self._compiled = compiled
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._compiled.run(x)
+
+    def for_input(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self._compiled.runner_for(x)
 
 
 def factor(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str, **options: Any) -> torch.Tensor:

@@ -181,8 +181,8 @@ class _PositionSums:
             mask = torch.zeros(sizes, device=device, dtype=dtype)
             mask[tuple(slice(0, s * (o - 1) + 1, s)
                        for s, o in zip(spec.stride, spec.output_size))] = scale
-            mask = mask.reshape(-1, 1)
-            return lambda x: torch.mm(x.reshape(rows, -1), mask).view(shape)
+            mask = mask.reshape(1, -1, 1)
+            return lambda x: torch.bmm(x.reshape(1, rows, -1), mask).view(shape)
         first = patterns[0]
         if spec.ndim == 1 and rows < first.kernel_size and not spec.transposed \
                 and first.mode == "zeros":
@@ -192,7 +192,7 @@ class _PositionSums:
         lead, last = rows, len(sizes) - 1
         for d, pattern in enumerate(patterns):
             if d == last:  # [lead·K_1…K_(N-1), I_N] @ [I_N, K_N], the scale on the counts
-                counts_t = (self._counts(pattern, device, dtype) * scale).T.contiguous()
+                counts_t = (self._counts(pattern, device, dtype) * scale).T.contiguous()[None]
                 steps.append(partial(_last_dim, counts_t))
             elif _tiles(pattern, spec.transposed):
                 ones = torch.ones(1, 1, pattern.output_size, device=device, dtype=dtype)
@@ -224,7 +224,7 @@ def _dim_product(counts: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _last_dim(counts_t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.mm(y.reshape(-1, counts_t.shape[0]), counts_t)
+    return torch.bmm(y.reshape(1, -1, counts_t.shape[1]), counts_t)
 
 
 def _tile_sum(ones: torch.Tensor, size: int, kernel: int, y: torch.Tensor) -> torch.Tensor:
