@@ -159,15 +159,24 @@ class _PositionSums:
     def __call__(self, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         return self.prepared(x.device, x.dtype, x.shape[0], scale)(x)
 
-    def prepared(self, device: Any, dtype: Any, batch: int,
-                 scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
-        """x -> the sums, for inputs of this device, dtype and batch size (built once)."""
-        key = (device, dtype, batch, scale)
+    def prepared(self, device: Any, dtype: Any, batch: int, scale: float,
+                 groups_first: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x -> the sums, for inputs of this device, dtype and batch size (built once);
+        `groups_first`: as [G, N, D] (a view, with no transpose call for one group)."""
+        key = (device, dtype, batch, scale, groups_first)
         run = self._prepared.get(key)
         if run is None:
             if len(self._prepared) >= self._KEEP:
                 self._prepared.clear()
-            run = self._prepared[key] = self._prepare(device, dtype, batch, scale)
+            run = self._prepare(device, dtype, batch, scale)
+            groups = self.spec.groups
+            if groups_first and groups == 1:
+                run = partial(_viewed, run, (1, batch, -1))
+            elif groups_first:
+                run = partial(_groups_first, run, (batch, groups, -1))
+            else:
+                run = partial(_viewed, run, (batch, groups, -1))
+            self._prepared[key] = run
         return run
 
     def _counts(self, pattern: IndexPattern, device: Any, dtype: Any) -> torch.Tensor:
@@ -176,18 +185,18 @@ class _PositionSums:
     def _prepare(self, device: Any, dtype: Any, batch: int,
                  scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
         spec, patterns = self.spec, self.patterns
-        rows, sizes, shape = batch * spec.in_channels, spec.input_size, (batch, spec.groups, -1)
+        rows, sizes = batch * spec.in_channels, spec.input_size
         if _is_pointwise(spec):  # 1×1 kernels: one product with a mask of the strided pixels
             mask = torch.zeros(sizes, device=device, dtype=dtype)
             mask[tuple(slice(0, s * (o - 1) + 1, s)
                        for s, o in zip(spec.stride, spec.output_size))] = scale
             mask = mask.reshape(1, -1, 1)
-            return lambda x: torch.bmm(x.reshape(1, rows, -1), mask).view(shape)
+            return lambda x: torch.bmm(x.reshape(1, rows, -1), mask)
         first = patterns[0]
         if spec.ndim == 1 and rows < first.kernel_size and not spec.transposed \
                 and first.mode == "zeros":
             phases = _phase_sum(first, rows, scale, device, dtype)
-            return lambda x: phases(x.reshape(rows, -1)).reshape(shape)
+            return lambda x: phases(x.reshape(rows, -1))
         steps = []  # each: y -> y reduced over its next spatial dimension
         lead, last = rows, len(sizes) - 1
         for d, pattern in enumerate(patterns):
@@ -208,9 +217,17 @@ class _PositionSums:
             y = x
             for step in steps:
                 y = step(y)
-            return y.view(shape)
+            return y
 
         return run
+
+
+def _viewed(run: Callable, shape: tuple, x: torch.Tensor) -> torch.Tensor:
+    return run(x).reshape(shape)  # a view, but for the phases' gathered taps
+
+
+def _groups_first(run: Callable, shape: tuple, x: torch.Tensor) -> torch.Tensor:
+    return run(x).reshape(shape).transpose(0, 1)
 
 
 # The first dimension is reduced first: one batched product [K_1, I_1] @ [I_1, rest]
@@ -318,10 +335,12 @@ class Reducer:
     def _prepare(self, batch: int, dtype: Any, device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         group_average, bias, diagonal = self._group_average, self._bias, self._diagonal
         root = (1.0 / batch) ** 0.5 if self._mean else 1.0
-        scaled_sums = self._sums.prepared(device, dtype, batch, root / self._positions)
+        scaled_sums = self._sums.prepared(device, dtype, batch, root / self._positions, True)
+        if not (group_average or bias or diagonal):
+            return partial(_gram, scaled_sums)
 
         def factor(x: torch.Tensor) -> torch.Tensor:
-            ubar = scaled_sums(x).transpose(0, 1)  # [G, N, D], √c·ū
+            ubar = scaled_sums(x)  # [G, N, D], √c·ū
             if group_average:
                 ubar = ubar.mean(0, keepdim=True)
             if bias:  # the ones column, appended after averaging
@@ -333,6 +352,11 @@ class Reducer:
             return result[0] if group_average else result
 
         return factor
+
+
+def _gram(scaled_sums: Callable, x: torch.Tensor) -> torch.Tensor:
+    ubar = scaled_sums(x)  # [G, N, D]
+    return torch.bmm(ubar.transpose(1, 2), ubar)
 
 
 def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
