@@ -146,10 +146,22 @@ def position_sums(spec: ConvSpec) -> Callable[..., torch.Tensor]:
     return _SUMS.get_or_create(spec, lambda: _PositionSums(spec))
 
 
+#: Set-ups kept per spec for distinct inputs (batch size, dtype, device, scale).
+_KEEP = 16
+
+
+def _kept(prepared: dict, key: tuple, build: Callable[[], Any]) -> Any:
+    """prepared[key], built on a miss; the dict starts over once it holds `_KEEP` entries."""
+    value = prepared.get(key)
+    if value is None:
+        if len(prepared) >= _KEEP:
+            prepared.clear()
+        value = prepared[key] = build()
+    return value
+
+
 class _PositionSums:
     """Σ_o of the patches of one spec, as a short list of prepared torch ops per input."""
-
-    _KEEP = 16  # prepared inputs kept per spec: (device, dtype, rows, scale)
 
     def __init__(self, spec: ConvSpec):
         self.spec = spec
@@ -163,21 +175,15 @@ class _PositionSums:
                  groups_first: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
         """x -> the sums, for inputs of this device, dtype and batch size (built once);
         `groups_first`: as [G, N, D] (a view, with no transpose call for one group)."""
-        key = (device, dtype, batch, scale, groups_first)
-        run = self._prepared.get(key)
-        if run is None:
-            if len(self._prepared) >= self._KEEP:
-                self._prepared.clear()
-            run = self._prepare(device, dtype, batch, scale)
-            groups = self.spec.groups
+        def build() -> Callable[[torch.Tensor], torch.Tensor]:
+            run, groups = self._prepare(device, dtype, batch, scale), self.spec.groups
             if groups_first and groups == 1:
-                run = partial(_viewed, run, (1, batch, -1))
-            elif groups_first:
-                run = partial(_groups_first, run, (batch, groups, -1))
-            else:
-                run = partial(_viewed, run, (batch, groups, -1))
-            self._prepared[key] = run
-        return run
+                return partial(_viewed, run, (1, batch, -1))
+            if groups_first:
+                return partial(_groups_first, run, (batch, groups, -1))
+            return partial(_viewed, run, (batch, groups, -1))
+
+        return _kept(self._prepared, (device, dtype, batch, scale, groups_first), build)
 
     def _counts(self, pattern: IndexPattern, device: Any, dtype: Any) -> torch.Tensor:
         return _summed_pattern(pattern, self.spec.transposed, device, dtype)
@@ -325,12 +331,7 @@ class Reducer:
     def for_input(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """The factor for inputs of x's batch size, dtype and device."""
         key = (x.shape[0], x.dtype, x.device)
-        factor = self._prepared.get(key)
-        if factor is None:
-            if len(self._prepared) >= _PositionSums._KEEP:
-                self._prepared.clear()
-            factor = self._prepared[key] = self._prepare(*key)
-        return factor
+        return _kept(self._prepared, key, lambda: self._prepare(*key))
 
     def _prepare(self, batch: int, dtype: Any, device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         group_average, bias, diagonal = self._group_average, self._bias, self._diagonal
