@@ -94,7 +94,8 @@ def _meta(argv: list[str], args: argparse.Namespace, device: torch.device) -> di
         "tnconv": f"{tnconv.__version__}, commit {_git_commit()}",
         "machine": f"{_machine(device)}, {args.threads} torch threads",
         "device kind": device.type,
-        "timing": f"{args.repeats} interleaved rounds after {args.warmup} warm-up, medians",
+        "timing": (f"{args.repeats} interleaved rounds of ref, auto, tn after {args.warmup} "
+                   "warm-up, then tn rewrite=False on its own; medians"),
     }
 
 

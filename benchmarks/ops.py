@@ -1,6 +1,7 @@
 """The benchmarked operations: each a PyTorch reference and the tnconv calls it races.
 
-Routes of every operation (in the interleaved order they are timed):
+Routes of every operation (ref, auto and tn are timed interleaved, in this order;
+tn_norewrite after them, on its own):
 
 - ``ref``: the PyTorch reference (`benchmarks.references`);
 - ``auto``: the public tnconv function with its defaults (``strategy="auto"``);

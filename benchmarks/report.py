@@ -135,7 +135,8 @@ def markdown(cells: list[Cell], overhead: Optional[dict], meta: dict[str, str],
     out += [f"- {key}: {value}" for key, value in meta.items()]
     out += ["", "Ratios are tnconv's median time (or extra peak memory) over PyTorch's in the "
             "same run, interleaved: below 1 is faster. `auto` is the default route, `tn` "
-            "`strategy=\"tn\"`, `tn rewrite=False` the unrewritten network; rewrite gain = "
+            "`strategy=\"tn\"`, `tn rewrite=False` the unrewritten network (timed after "
+            "the interleaved rounds, on its own); rewrite gain = "
             "tn / tn rewrite=False. Memory (factors only) is the extra peak during the call, "
             "the result included (its size is shown); no memory ratio where PyTorch's is "
             "below 1 MiB. ✗ marks a result that does not match the reference.",

@@ -24,10 +24,12 @@ from .progress import Progress
 from .summary import Cell
 from .timing import RouteResult, time_cell
 
-__all__ = ["Config", "run_suite", "MEMORY_ROUTES"]
+__all__ = ["Config", "run_suite", "MEMORY_ROUTES", "APART_ROUTES"]
 
 #: Routes whose extra peak memory is measured (factors only).
 MEMORY_ROUTES = ("ref", "auto", "tn")
+#: Diagnostic routes timed after the interleaved rounds, on their own (`time_cell`).
+APART_ROUTES = ("tn_norewrite",)
 
 
 @dataclass
@@ -65,7 +67,8 @@ def _run_cell(config: Config, case, op: Op) -> Cell:
     calls = route_calls(op, case)
     if all(isinstance(calls[r], str) for r in calls if r != "ref"):
         calls["ref"] = calls["ref"] if isinstance(calls["ref"], str) else "n/a"
-    results = time_cell(calls, config.repeats, config.warmup, config.budget, _sync(config.device))
+    results = time_cell(calls, config.repeats, config.warmup, config.budget, _sync(config.device),
+                        apart=APART_ROUTES)
     if config.memory and op.factor and config.device.type == "cuda":
         for route in MEMORY_ROUTES:
             call = calls.get(route)

@@ -2,11 +2,15 @@
 
 Each route is called once and its result compared with the reference's
 (relative error in the max norm); then `warmup` untimed rounds, then `repeats`
-timed rounds in a fixed interleaved order (ref, auto, tn, tn_norewrite, ref, …),
-so that a drift of the machine's speed hits every route alike. The median of a
-route's samples is its time. A route whose timed calls have used up `budget`
-seconds is left out of the remaining rounds (it keeps at least one sample), so a
-very slow unrewritten network cannot stall the suite.
+timed rounds in a fixed interleaved order (ref, auto, tn, ref, …), so that a
+drift of the machine's speed hits every route alike. Routes named in `apart`
+(the unrewritten network, a diagnostic) are timed afterwards, each on its own:
+their intermediates of up to a GiB changed the allocator's and caches' state for
+the route after them (C3D's unfold: ref 5.5 ms, auto 7.6 ms, tn 2.8 ms with
+them interleaved, all about 1.8 ms without). The median of a route's samples is
+its time. A route whose timed calls have used up `budget` seconds is left out of
+the remaining rounds (it keeps at least one sample), so a very slow unrewritten
+network cannot stall the suite.
 
 >>> import torch
 >>> calls = {"ref": lambda: torch.ones(3), "auto": lambda: torch.ones(3),
@@ -97,19 +101,17 @@ def _first_calls(calls: dict, sync: Callable[[], None], tol: float):
     return results, active, first
 
 
-def time_cell(calls: dict[str, Union[Callable[[], torch.Tensor], str]], repeats: int,
-              warmup: int, budget: float, sync: Callable[[], None] = lambda: None,
-              tol: float = TOLERANCE) -> dict[str, RouteResult]:
-    """Time every runnable route of `calls` (the first one is the reference), interleaved."""
-    results, active, first = _first_calls(calls, sync, tol)
-    samples: dict[str, list[float]] = {route: [] for route in active}
+def _rounds(routes: dict[str, Callable[[], torch.Tensor]], first: dict[str, float],
+            samples: dict[str, list[float]], repeats: int, warmup: int, budget: float,
+            sync: Callable[[], None]) -> None:
+    """`warmup` untimed and `repeats` timed rounds of `routes`, interleaved."""
     for _ in range(warmup):
-        for route, call in active.items():
+        for route, call in routes.items():
             if first[route] <= budget:
                 call()
                 sync()
     for _ in range(repeats):
-        for route, call in active.items():
+        for route, call in routes.items():
             if samples[route] and sum(samples[route]) > budget:
                 continue
             sync()
@@ -117,6 +119,20 @@ def time_cell(calls: dict[str, Union[Callable[[], torch.Tensor], str]], repeats:
             call()
             sync()
             samples[route].append(time.perf_counter() - start)
+
+
+def time_cell(calls: dict[str, Union[Callable[[], torch.Tensor], str]], repeats: int,
+              warmup: int, budget: float, sync: Callable[[], None] = lambda: None,
+              tol: float = TOLERANCE, apart: tuple[str, ...] = ()) -> dict[str, RouteResult]:
+    """Time every runnable route of `calls` (the first one is the reference), interleaved;
+    the routes in `apart` after that, each on its own."""
+    results, active, first = _first_calls(calls, sync, tol)
+    samples: dict[str, list[float]] = {route: [] for route in active}
+    _rounds({r: c for r, c in active.items() if r not in apart}, first, samples, repeats,
+            warmup, budget, sync)
+    for route in apart:
+        if route in active:
+            _rounds({route: active[route]}, first, samples, repeats, warmup, budget, sync)
     for route, times in samples.items():
         results[route].seconds = median(times) if times else None
         results[route].samples = len(times)

@@ -20,7 +20,7 @@ from benchmarks.memory import measure_cpu_layer
 from benchmarks.ops import OPS
 from benchmarks.runner import Config, run_suite
 from benchmarks.summary import Cell, bar_rows
-from benchmarks.timing import RouteResult
+from benchmarks.timing import RouteResult, time_cell
 from tests.helpers import DEVICE, assert_close
 
 TINY = Layer("tiny", "test", 4, 6, 3, (7, 6), batch=3, stride=(2, 1), padding=1, groups=2)
@@ -47,6 +47,19 @@ def test_tiny_suite_runs_and_every_result_matches_the_reference():
         statuses = {route: res.status for route, res in cell.results.items()}
         assert statuses["ref"] in ("ok", "—"), (cell.layer, cell.op, statuses)
         assert not {"wrong", "error"} & set(statuses.values()), (cell.layer, cell.op, statuses)
+
+
+def test_diagnostic_routes_are_timed_apart_after_the_interleaved_rounds():
+    order = []
+
+    def call(route):
+        return lambda: order.append(route) or torch.ones(2)
+
+    calls = {r: call(r) for r in ("ref", "auto", "tn", "tn_norewrite")}
+    res = time_cell(calls, repeats=3, warmup=1, budget=10.0, apart=("tn_norewrite",))
+    timed = order[4:]  # after the four check calls
+    assert timed == ["ref", "auto", "tn"] * 4 + ["tn_norewrite"] * 4
+    assert all(res[r].samples == 3 for r in calls)
 
 
 def test_cli_writes_the_table_and_the_plot(tmp_path):
