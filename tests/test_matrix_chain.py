@@ -46,6 +46,9 @@ def test_chains_match_einsum_in_any_leg_order(data):
     assert positions == sorted(positions)  # outermost leg first
     expected = torch.einsum(",".join(expected_terms) + "->" + "".join(current), *operands)
     assert_close(chain(registers), expected)
+    bound = chain.bind(registers, tuple(x.shape))  # operands and shapes laid out once
+    assert bound.bound is not None and bound == chain
+    assert_close(bound(registers), expected)
 
 
 def test_steps_that_are_not_one_matrix_on_one_leg_are_declined():

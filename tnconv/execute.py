@@ -146,6 +146,8 @@ class ExecutionPlan:
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = all(isinstance(s, (SumStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
+        self._steps = [step.bind(self._registers, tuple(self._sizes[leg] for leg in step.legs))
+                       if isinstance(step, MatrixChainStep) else step for step in self._steps]
         self._strided = self._strided_result()
 
     def _strided_result(self) -> Optional[tuple]:

@@ -22,9 +22,9 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from math import prod
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -46,6 +46,9 @@ class MatrixChainStep:
     matrices: tuple[tuple[int, int, bool], ...]
     new_legs: tuple[str, ...]  # per matrix, in the order of `matrices`
     out: tuple[str, ...]
+    #: Set by `bind`: the products with their operands and shapes fixed.
+    bound: Optional[Callable[[Sequence[Any]], torch.Tensor]] = field(default=None,
+                                                                      compare=False)
 
     @property
     def inputs(self) -> tuple[int, ...]:
@@ -64,7 +67,37 @@ class MatrixChainStep:
         order = tuple(placed.index(leg) for leg in self.out)
         return () if order == tuple(range(len(order))) else order
 
+    def bind(self, registers: Sequence[Any], data_shape: tuple[int, ...]) -> "MatrixChainStep":
+        """This step for one execution plan: its matrices are the constants in `registers`
+        and its data has `data_shape`, so the expanded and transposed operands and every
+        shape are laid out once (a per-call expand and a transposed last matrix cost
+        7 and 5 µs of a 40 µs KFAC-reduce)."""
+        products = []
+        shape = list(data_shape)
+        for register, position, stored_transposed in self.matrices:
+            m = registers[register]
+            m = m.T if stored_transposed else m  # [K, I]
+            rows, size, rest = prod(shape[:position]), shape[position], prod(shape[position + 1:])
+            if rest == 1:
+                products.append((False, m.T.contiguous(), (rows, size)))
+            else:
+                products.append((True, m.expand(rows, *m.shape), (rows, size, rest)))
+            shape[position] = m.shape[0]
+        data, final, permutation = self.data, tuple(shape), self.permutation
+
+        def run(registers: Sequence[Any]) -> torch.Tensor:
+            t = registers[data]
+            for batched, m, operand_shape in products:
+                t = (torch.bmm(m, t.reshape(operand_shape)) if batched
+                     else torch.mm(t.reshape(operand_shape), m))
+            t = t.reshape(final)
+            return t.permute(permutation) if permutation else t
+
+        return replace(self, bound=run)
+
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
+        if self.bound is not None:
+            return self.bound(registers)
         t = registers[self.data]
         shape = list(t.shape)
         for register, position, stored_transposed in self.matrices:
