@@ -14,7 +14,7 @@ from math import prod
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import tnconv
@@ -448,6 +448,24 @@ def test_long_signals_with_few_channels_sum_their_windows(kernel, stride, paddin
     assert_close(TF.kfac_reduce(x, **kw, bias=True, group_average=True, reduction="sum"),
                  reduce_ref(u, "sum", True, True))
     assert_close(TF.kfac_reduce(x, **kw, structure="diagonal"), diagonal(reduce_ref(u)))
+
+
+@given(kernel=st.integers(1, 6), stride=st.integers(1, 6), dilation=st.integers(1, 3),
+       pads=st.tuples(st.integers(0, 5), st.integers(0, 5)), extra=st.integers(0, 20),
+       channels=st.integers(1, 5))
+@example(kernel=6, stride=1, dilation=3, pads=(4, 3), extra=2, channels=1)
+def test_few_row_signals_match_unfold_for_any_window(kernel, stride, dilation, pads, extra,
+                                                      channels):
+    """The phase route of short and long 1d signals (N·C below the taps), including taps
+    whose every position lies in the padding (the example: tap 0 reads only zeros)."""
+    span = (kernel - 1) * dilation + 1
+    length = max(1, span - sum(pads)) + extra
+    channels = min(channels, max(1, kernel - 1))
+    x = rand(1, channels, length)
+    u = unfold_ref(x, (kernel,), (stride,), [pads], (dilation,), 1)
+    kw = dict(kernel_size=kernel, stride=stride, padding=[pads], dilation=dilation)
+    assert_close(TF.kfac_reduce(x, **kw), reduce_ref(u))
+    assert_close(TF.averaged_patches(x, **kw), u.mean(-1))
 
 
 def test_module_call_cache_follows_changes_of_the_module():

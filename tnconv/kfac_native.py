@@ -274,7 +274,9 @@ def _phase_sum(pattern: IndexPattern, rows: int, scale: float, device: Any,
     first, phases = min(shifts), -(-size // stride)
     mask = torch.zeros(max(shifts) - first + 1, phases, device=device, dtype=dtype)
     for row, shift in enumerate(range(first, max(shifts) + 1)):
-        mask[row, max(shift, 0):min(shift + out, phases)] = scale
+        start, stop = max(shift, 0), min(shift + out, phases)
+        if stop > start:  # a shift wholly in the padding reads nothing (a negative stop
+            mask[row, start:stop] = scale  # would count from the end)
     mask = mask.expand(rows, *mask.shape)
     taps = [offset - first * stride for offset in offsets]
     tail = phases * stride - size  # zeros on the right, so the signal splits into phases
