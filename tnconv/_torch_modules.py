@@ -22,10 +22,12 @@ TRANSPOSED_TYPES = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn
 MODULE_TYPES = CONV_TYPES + TRANSPOSED_TYPES
 
 
-def spec_from_module(cls: Any, module: Any, x: Any, operation: str = "ConvSpec.from_module"):
-    """Build `cls` (a ConvSpec) from a torch conv module and its input `x`."""
+def spec_from_module(cls: Any, module: Any, x: Any, operation: str = "ConvSpec.from_module",
+                     argument: str = "module"):
+    """Build `cls` (a ConvSpec) from a torch conv module and its input `x`; errors name the
+    module as `argument` (the caller's parameter name)."""
     if not isinstance(module, MODULE_TYPES):
-        raise argument_error(operation, "module", type(module).__name__,
+        raise argument_error(operation, argument, type(module).__name__,
                              "torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d")
     ndim = len(module.kernel_size)
     if not isinstance(x, torch.Tensor) or x.dim() not in (ndim + 1, ndim + 2):

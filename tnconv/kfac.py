@@ -45,7 +45,8 @@ _SMALL_UNFOLD_ELEMENTS = 2 ** 18
 
 def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
     """The spec of `conv` at input `x` (cached on the module's hyper-parameters and x's shape)."""
-    build = lambda: spec_from_module(ConvSpec, conv, x, operation=op)  # noqa: E731
+    build = lambda: spec_from_module(ConvSpec, conv, x, operation=op,  # noqa: E731
+                                     argument="conv")
     module = _module_key(conv)
     if module is not None and isinstance(x, torch.Tensor):
         spec = cached_call(("module_spec", op, module, tuple(x.shape)), build)
