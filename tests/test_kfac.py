@@ -311,6 +311,25 @@ def test_sharding(name, strategy):
     assert_close(mean, fn(conv, x, strategy=strategy))
 
 
+@pytest.mark.parametrize("name", ["kfc", "kfac_reduce"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_an_empty_shard_adds_zeros_and_has_no_mean(name, strategy):
+    """A batch split into shards may leave one empty: its summed factor is zero (bias
+    column included); a mean over no samples is an error that names x."""
+    conv = torch.nn.Conv2d(4, 4, 3, padding=1, groups=2).double()
+    x = rand(3, 4, 5, 6)
+    fn = getattr(tnconv, name)
+    whole = fn(conv, x, reduction="sum", strategy=strategy)
+    for _ in range(2):  # the second call takes the cached set-up
+        empty = fn(conv, x[:0], reduction="sum", strategy=strategy)
+        assert empty.shape == whole.shape and not empty.any()
+        with pytest.raises(TNConvError, match="'x'.*no samples"):
+            fn(conv, x[:0], strategy=strategy)
+    functional = getattr(TF, name)(x[:0], 3, padding=1, groups=2, reduction="sum",
+                                   bias=True, strategy=strategy)
+    assert functional.shape == whole.shape and not functional.any()
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_reductions_are_rescalings(strategy):
     conv = torch.nn.Conv1d(3, 3, 3, padding=1, bias=True).double()

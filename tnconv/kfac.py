@@ -201,7 +201,21 @@ class _CompiledRun:
 
 def factor(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str, **options: Any) -> torch.Tensor:
     """Shared core of the functional forms: `name` is "kfc" or "kfac_reduce"."""
-    return factor_runner(name, spec, x.dtype, op=op, **options)(x)
+    run = factor_runner(name, spec, x.dtype, op=op, **options)
+    return (_empty_batch(op, run, x, options.get("reduction", "mean")) if x.shape[0] == 0
+            else run)(x)
+
+
+def _empty_batch(op: str, run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 reduction: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The factor of an empty batch: zeros with reduction="sum" (a sum over no samples,
+    so that shards of a batch still add up), undefined (an error) for a mean."""
+    if reduction != "sum":
+        raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)} (no samples)",
+                             f"at least one sample for reduction={reduction!r}; only "
+                             "reduction='sum' is defined on an empty batch")
+    like = run(x.new_zeros((1, *x.shape[1:])))  # the factor's shape and dtype
+    return lambda t: torch.zeros(like.shape, dtype=like.dtype, device=t.device)
 
 
 def patch_matrix(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str,
@@ -271,10 +285,13 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
     def build() -> Callable[[torch.Tensor], torch.Tensor]:
         with error_context(op):
             spec, batched = _module_spec(op, conv, x)
+            options = dict(zip(_OPTIONS[name], values))
             run = factor_runner(name, spec, x.dtype, op=op, bias=_bias_flag(op, conv, bias),
-                                **dict(zip(_OPTIONS[name], values)))
+                                **options)
             if batched is not x:
                 return lambda t: run(t.unsqueeze(0))
+            if x.shape[0] == 0:
+                return _empty_batch(op, run, x, options["reduction"])
             specialise = getattr(run, "for_input", None)
             return run if specialise is None else specialise(x)
 
