@@ -133,11 +133,26 @@ class Compiled:
         """Evaluate without checking the arguments (for callers that validated their shapes)."""
         batch = tensors[self.operation.batch_argument].shape[0]
         first = tensors[0]
+        if batch == 0:
+            return self._empty_batch(first)
         if self._native is not None:
             result = self._native(self.spec, self.options, *tensors)
             if result is not NotImplemented:
                 return result
         return self._plan(batch, first.device, first.dtype)(*tensors)
+
+    def _empty_batch(self, first: torch.Tensor) -> torch.Tensor:
+        """The result for a batch of no samples, as torch gives it: an empty tensor where the
+        result keeps the batch, zeros where the batch is summed (a weight VJP, a summed
+        factor); a mean over no samples is an error."""
+        op = self.operation
+        shape = op.result_shape(self.spec, 0, **self.options)
+        reduction = self.options.get("reduction")
+        if 0 not in shape and reduction in ("mean", "batch"):
+            raise argument_error(f"tnconv.compile({op.name!r})", op.arguments[op.batch_argument],
+                                 "a tensor with no samples (batch size 0)",
+                                 f"at least one sample for reduction={reduction!r}")
+        return torch.zeros(shape, dtype=first.dtype, device=first.device)
 
     def runner_for(self, *tensors: torch.Tensor) -> Callable[..., torch.Tensor]:
         """What `run` calls for tensors like these (same batch size, device, dtype): the

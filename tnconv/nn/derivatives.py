@@ -30,13 +30,16 @@ from ._arguments import require_tensor, spatial_ndim
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
 
 
-def full_shape(op: str, name: str, value: Any, ndim: int) -> tuple[int, ...]:
-    """A tensor shape with `ndim` spatial dims (torch.Size, tuple or list of positive ints)."""
+def full_shape(op: str, name: str, value: Any, ndim: int, batch: bool = True) -> tuple[int, ...]:
+    """A tensor shape with `ndim` spatial dims (torch.Size, tuple or list of positive ints;
+    with `batch`, the leading batch size may be 0, as in torch)."""
     ok = (isinstance(value, (tuple, list, torch.Size)) and len(value) == ndim + 2
-          and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value))
+          and all(isinstance(v, int) and not isinstance(v, bool)
+                  and v >= (0 if batch and d == 0 else 1) for d, v in enumerate(value)))
     if not ok:
+        lead = "N ≥ 0, then " if batch else ""
         raise argument_error(op, name, value,
-                             f"a shape [N, C, *spatial] of {ndim + 2} positive ints")
+                             f"a shape [N, C, *spatial] of {ndim + 2} ints ({lead}positive)")
     return tuple(value)
 
 
@@ -113,7 +116,7 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation
                       padding_mode, per_sample, strategy) -> Compiled:
     op = "tnconv.conv_weight_vjp"
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
-    size = full_shape(op, "weight_size", weight_size, ndim)
+    size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
     spec = conv_spec(op, input.shape, size, stride, padding, dilation, groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
     if not isinstance(per_sample, bool):
