@@ -146,8 +146,7 @@ class ExecutionPlan:
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = all(isinstance(s, (SumStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
-        self._steps = [step.bind(self._registers, tuple(self._sizes[leg] for leg in step.legs))
-                       if isinstance(step, MatrixChainStep) else step for step in self._steps]
+        self._bind_chains()
         self._strided = self._strided_result()
 
     def _strided_result(self) -> Optional[tuple]:
@@ -299,6 +298,12 @@ class ExecutionPlan:
             chained.append(step)
             chained_outs.append(out)
         self._steps, self._data_step_outputs = chained, chained_outs
+
+    def _bind_chains(self) -> None:
+        """Matrix chains with their constant matrices and data shape fixed (after the scale
+        is folded into the matrices): operands and shapes laid out once per plan."""
+        self._steps = [step.bind(self._registers, tuple(self._sizes[leg] for leg in step.legs))
+                       if isinstance(step, MatrixChainStep) else step for step in self._steps]
 
     def _sum_before_merging(self) -> None:
         """Sum steps on an argument's view read the view before its merging reshapes

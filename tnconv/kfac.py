@@ -32,6 +32,7 @@ from .call_cache import cached_call
 from .compiler import STRATEGIES, compile
 from .errors import argument_error
 from .ops.kfac import REDUCTIONS, STRUCTURES
+from .position_sums import reduce_runner
 from .spec import ConvSpec, error_context
 
 __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches", "factor", "patch_matrix"]
@@ -166,7 +167,7 @@ def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
             result = _kfc_chunked(spec, x, options, strategy, max_intermediate)
             return _append_bias(name, spec, x, result, options, strategy) if bias else result
     elif strategy == "auto":  # the ones column joins the mean patch: one pass over x
-        core = kfac_native.reduce_runner(spec, {**options, "bias": bias})
+        core = reduce_runner(spec, {**options, "bias": bias})
     elif not bias:  # the compiled network alone: callers may cache its plan per input
         core = _CompiledRun(compile(name, spec, strategy=strategy, **options))
     else:
