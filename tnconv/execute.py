@@ -41,6 +41,7 @@ from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
 from .sum_steps import SumStep, sum_step, unmerged
 from .lower import EinsumProgram
+from .matmul_step import MatmulStep, matmul_step
 from .matrix_chain import MatrixChainStep, matrix_step
 from .window_steps import window_step
 
@@ -135,7 +136,7 @@ class ExecutionPlan:
                 sigs.constant(register, self._registers[register])
             else:
                 self._steps.append(self._data_step(taken, out, sigs.step(register, ordered, out),
-                                                   sigs))
+                                                   sigs, final=step_no == len(prog.path) - 1))
             live.append((register, out, constant))
         self._step_outputs = [
             len(self._registers) - len(prog.path) + n for n, _ in enumerate(prog.path)]
@@ -226,15 +227,25 @@ class ExecutionPlan:
         return torch.einsum(equation, *[self._registers[r] for r, _, _ in taken])
 
     def _data_step(self, taken: list, out: tuple[str, ...], earlier: Optional[int],
-                   sigs: Signatures) -> Any:
-        """The cheapest way to run one per-call step."""
+                   sigs: Signatures, final: bool = False) -> Any:
+        """The cheapest way to run one per-call step (`final`: the one writing the result)."""
         if earlier is not None:
             return _Alias((earlier,))
         if len(taken) == 1:
             return sum_step(taken[0][0], taken[0][1], out)
         equation = _local_equation([legs for _, legs, _ in taken], out)
         return (self._fold(taken, out) or self._gram(taken, out, sigs)
-                or self._window(taken, out) or self._matrix(taken, out) or _Step(tuple(r for r, _, _ in taken), equation))
+                or self._window(taken, out) or self._matrix(taken, out)
+                or (self._matmul(taken, out) if final else None)
+                or _Step(tuple(r for r, _, _ in taken), equation))
+
+    def _matmul(self, taken: list, out: tuple[str, ...]) -> Optional[MatmulStep]:
+        """The result's own layout from one batched product (`tnconv.matmul_step`): einsum
+        would lay it out its way and the plan copy it whole."""
+        if len(taken) != 2:
+            return None
+        (first, first_legs, _), (second, second_legs, _) = taken
+        return matmul_step(first, first_legs, second, second_legs, out, self._sizes)
 
     def _fold(self, taken: list, out: tuple[str, ...]) -> Optional[FoldStep]:
         """A fold step where lowering marked the pattern of this step as folded."""
