@@ -80,7 +80,7 @@ class MatrixChainStep:
             rows, size, rest = prod(shape[:position]), shape[position], prod(shape[position + 1:])
             if rest == 1:
                 products.append((False, m.T.contiguous(), (rows, size)))
-            else:
+            else:  # bmm on the expanded matrix: matmul's broadcasting dispatches ~15 ops
                 products.append((True, m.expand(rows, *m.shape), (rows, size, rest)))
             shape[position] = m.shape[0]
         data, final, permutation = self.data, tuple(shape), self.permutation
@@ -96,22 +96,9 @@ class MatrixChainStep:
         return replace(self, bound=run)
 
     def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
-        if self.bound is not None:
-            return self.bound(registers)
-        t = registers[self.data]
-        shape = list(t.shape)
-        for register, position, stored_transposed in self.matrices:
-            m = registers[register]
-            m = m.T if stored_transposed else m  # [K, I]
-            rows, size, rest = prod(shape[:position]), shape[position], prod(shape[position + 1:])
-            if rest == 1:
-                t = torch.mm(t.reshape(rows, size), m.T)
-            else:  # bmm on the expanded matrix: matmul's broadcasting dispatches ~15 ops
-                t = torch.bmm(m.expand(rows, *m.shape), t.reshape(rows, size, rest))
-            shape[position] = m.shape[0]
-        t = t.reshape(shape)
-        permutation = self.permutation
-        return t.permute(permutation) if permutation else t
+        """The chain on `registers`; an unbound step (outside a plan) binds for this call."""
+        bound = self.bound or self.bind(registers, tuple(registers[self.data].shape)).bound
+        return bound(registers)
 
     def then(self, following: "MatrixChainStep") -> Optional["MatrixChainStep"]:
         """One chain doing this step and then `following` (which reads this step's result).
