@@ -25,16 +25,12 @@ from typing import Any
 
 import torch
 
-from .cache import LRUCache
 from .gram import add_symmetric_product, mirror_upper
 from .native import pad_input
 from .position_sums import position_sums, reduce_runner
 from .spec import ConvSpec
 
 __all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce"]
-
-_REDUCERS = LRUCache(name="kfac_reduce_runners")
-
 
 def supported(spec: ConvSpec) -> bool:
     """Whether the strided-view route applies to `spec`."""
@@ -110,5 +106,4 @@ def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Te
 
 def kfac_reduce(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
     """KFAC-reduce factor as the "kfac_reduce" network computes it."""
-    key = (spec, tuple(sorted(options.items())))
-    return _REDUCERS.get_or_create(key, lambda: reduce_runner(spec, options))(x)
+    return reduce_runner(spec, options)(x)

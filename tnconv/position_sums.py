@@ -40,6 +40,7 @@ __all__ = ["position_sums", "reduce_runner", "Reducer"]
 
 _COUNTS = LRUCache(name="summed_patterns")
 _SUMS = LRUCache(name="position_sums")
+_REDUCERS = LRUCache(name="kfac_reduce_runners")
 
 
 def _summed_pattern(pattern: IndexPattern, transposed: bool, device: Any, dtype: Any):
@@ -231,11 +232,13 @@ def _phase_sum(pattern: IndexPattern, rows: int, scale: float, device: Any,
 
 
 def reduce_runner(spec: ConvSpec, options: dict) -> "Reducer":
-    """x -> the KFAC-reduce factor as the "kfac_reduce" network computes it (set up once).
+    """x -> the KFAC-reduce factor as the "kfac_reduce" network computes it (set up once
+    per spec and options, so that every caller shares its per-input set-ups).
 
     `options` as the network's, with "bias": the ones column joins the mean patch.
     """
-    return Reducer(spec, options)
+    key = (spec, tuple(sorted(options.items())))
+    return _REDUCERS.get_or_create(key, lambda: Reducer(spec, options))
 
 
 class Reducer:
