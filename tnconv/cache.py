@@ -22,7 +22,7 @@ from typing import Callable, Hashable, TypeVar
 
 from .errors import argument_error
 
-__all__ = ["LRUCache", "set_cache_size", "clear_caches", "cache_info"]
+__all__ = ["LRUCache", "kept", "set_cache_size", "clear_caches", "cache_info"]
 
 T = TypeVar("T")
 DEFAULT_CACHE_SIZE = 256
@@ -84,6 +84,24 @@ class LRUCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def kept(values: dict, key: Hashable, build: Callable[[], T], keep: int = 16) -> T:
+    """values[key], built on a miss; the dict starts over once it holds `keep` entries.
+
+    For the small per-object tables of set-ups per input (batch size, dtype,
+    device), where an LRU's bookkeeping would cost more than a rebuild.
+
+    >>> table = {}
+    >>> kept(table, "a", lambda: 1), kept(table, "a", lambda: 2)
+    (1, 1)
+    """
+    value = values.get(key)
+    if value is None:
+        if len(values) >= keep:
+            values.clear()
+        value = values[key] = build()
+    return value
 
 
 def set_cache_size(maxsize: int) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from .cache import LRUCache
+from .cache import LRUCache, kept
 from .cost import program_cost
 from .errors import TNConvError, argument_error
 from .execute import ExecutionPlan, plan_for
@@ -169,10 +169,8 @@ class Compiled:
         plan = self._plans.get(key)
         if plan is None:
             with self._lock:
-                plan = plan_for(self.program_for(batch), device, dtype)
-                if len(self._plans) >= 16:
-                    self._plans.clear()
-                self._plans[key] = plan
+                plan = kept(self._plans, key,
+                            lambda: plan_for(self.program_for(batch), device, dtype))
         return plan
 
     # ---------------------------------------------------------- reporting

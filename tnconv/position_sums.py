@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import torch
 
-from .cache import LRUCache
+from .cache import LRUCache, kept
 from .index_pattern import IndexPattern
 from .spec import ConvSpec
 
@@ -79,20 +79,6 @@ def position_sums(spec: ConvSpec) -> Callable[..., torch.Tensor]:
     return _SUMS.get_or_create(spec, lambda: _PositionSums(spec))
 
 
-#: Set-ups kept per spec for distinct inputs (batch size, dtype, device, scale).
-_KEEP = 16
-
-
-def _kept(prepared: dict, key: tuple, build: Callable[[], Any]) -> Any:
-    """prepared[key], built on a miss; the dict starts over once it holds `_KEEP` entries."""
-    value = prepared.get(key)
-    if value is None:
-        if len(prepared) >= _KEEP:
-            prepared.clear()
-        value = prepared[key] = build()
-    return value
-
-
 class _PositionSums:
     """Σ_o of the patches of one spec, as a short list of prepared torch ops per input."""
 
@@ -116,7 +102,7 @@ class _PositionSums:
                 return partial(_groups_first, run, (batch, groups, -1))
             return partial(_viewed, run, (batch, groups, -1))
 
-        return _kept(self._prepared, (device, dtype, batch, scale, groups_first), build)
+        return kept(self._prepared, (device, dtype, batch, scale, groups_first), build)
 
     def _counts(self, pattern: IndexPattern, device: Any, dtype: Any) -> torch.Tensor:
         return _summed_pattern(pattern, self.spec.transposed, device, dtype)
@@ -263,7 +249,7 @@ class Reducer:
     def for_input(self, x: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """The factor for inputs of x's batch size, dtype and device."""
         key = (x.shape[0], x.dtype, x.device)
-        return _kept(self._prepared, key, lambda: self._prepare(*key))
+        return kept(self._prepared, key, lambda: self._prepare(*key))
 
     def _prepare(self, batch: int, dtype: Any, device: Any) -> Callable[[torch.Tensor], torch.Tensor]:
         group_average, bias, diagonal = self._group_average, self._bias, self._diagonal
