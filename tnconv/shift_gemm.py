@@ -59,7 +59,14 @@ class _TapByTapStep:
     def inputs(self) -> tuple[int, ...]:
         return (self.windowed, self.other)
 
-    def _runs(self, v: torch.Tensor, w: torch.Tensor, leading: int) -> Optional["_Runs"]:
+    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
+        v, w = registers[self.windowed], registers[self.other]
+        runs = self._runs(v, w)
+        if runs is None:
+            return torch.einsum(self.equation, v, w)
+        return self._tap_by_tap(v, w, runs)
+
+    def _runs(self, v: torch.Tensor, w: torch.Tensor) -> Optional["_Runs"]:
         """The runs of `v`'s taps, or None where the step must run the einsum instead.
 
         A double backward differentiates the plan itself: the in-place accumulation
@@ -67,7 +74,14 @@ class _TapByTapStep:
         """
         if torch.is_grad_enabled() and (v.requires_grad or w.requires_grad):
             return None
-        return _Runs.of(v, leading)
+        return _Runs.of(v, self._leading_legs())
+
+    def _leading_legs(self) -> int:
+        """How many legs of the windowed operand come before its (o, k) pairs."""
+        raise NotImplementedError
+
+    def _tap_by_tap(self, v: torch.Tensor, w: torch.Tensor, runs: "_Runs") -> torch.Tensor:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -85,11 +99,11 @@ class ShiftGemmStep(_TapByTapStep):
     weight_permutation: tuple[int, ...]
     sizes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     permutation: tuple[int, ...]
-    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
-        v, w = registers[self.windowed], registers[self.other]
-        runs = self._runs(v, w, sum(self.lead))
-        if runs is None:
-            return torch.einsum(self.equation, v, w)
+
+    def _leading_legs(self) -> int:
+        return sum(self.lead)
+
+    def _tap_by_tap(self, v: torch.Tensor, w: torch.Tensor, runs: "_Runs") -> torch.Tensor:
         batch, shared, free, contracted = self.sizes
         rows, width, inner = prod(batch) * prod(shared), prod(free), prod(contracted)
         weight = w.permute(self.weight_permutation).reshape(prod(shared), width, inner, -1)
@@ -122,11 +136,11 @@ class ShiftGemmOutputStep(_TapByTapStep):
     other_permutation: tuple[int, ...]
     sizes: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
     permutation: tuple[int, ...]
-    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
-        v, w = registers[self.windowed], registers[self.other]
-        runs = self._runs(v, w, sum(self.lead))
-        if runs is None:
-            return torch.einsum(self.equation, v, w)
+
+    def _leading_legs(self) -> int:
+        return sum(self.lead)
+
+    def _tap_by_tap(self, v: torch.Tensor, w: torch.Tensor, runs: "_Runs") -> torch.Tensor:
         summed, shared, other_free, free = self.sizes
         rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
         padded = v.new_zeros(rows, width, runs.length)
@@ -161,12 +175,17 @@ class ShiftTapStep(_TapByTapStep):
     weight_permutation: tuple[int, ...]
     weight_shape: tuple[int, ...]
     permutation: tuple[int, ...]
-    def __call__(self, registers: Sequence[Any]) -> torch.Tensor:
-        v, w = registers[self.windowed], registers[self.other]
-        runs = self._runs(v, w, self.leading)
-        row_stride = runs.row_stride() if runs is not None else None
-        if row_stride is None:
-            return torch.einsum(self.equation, v, w)
+
+    def _leading_legs(self) -> int:
+        return self.leading
+
+    def _runs(self, v: torch.Tensor, w: torch.Tensor) -> Optional["_Runs"]:
+        """Runs whose leading legs also merge into one row leg (else the einsum)."""
+        runs = super()._runs(v, w)
+        return runs if runs is not None and runs.row_stride() is not None else None
+
+    def _tap_by_tap(self, v: torch.Tensor, w: torch.Tensor, runs: "_Runs") -> torch.Tensor:
+        row_stride = runs.row_stride()
         rows, length = prod(runs.lead_shape), runs.length
         weight = w.permute(self.weight_permutation).reshape(self.weight_shape)
         weight = weight.expand(*runs.lead_shape, -1).reshape(rows, -1).T.contiguous()
