@@ -128,40 +128,32 @@ def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, 
                    dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                    strategy: str = "auto") -> torch.Tensor:
     """Change of the convolution's output along `input_tangent` (the weight held fixed)."""
-    key = ("input_jvp", shape_of(input_tangent), shape_of(weight), stride, padding, dilation,
-           groups, padding_mode, strategy)
-    return cached_call(key, lambda: _input_jvp_setup(
-        input_tangent, weight, stride, padding, dilation, groups, padding_mode,
-        strategy)).run(input_tangent, weight)
-
-
-def _input_jvp_setup(input_tangent, weight, stride, padding, dilation, groups, padding_mode,
-                     strategy) -> Compiled:
-    op = "tnconv.conv_input_jvp"
-    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
-    size = full_shape(op, "input_tangent", tuple(require_tensor(
-        op, "input_tangent", input_tangent).shape), ndim)
-    spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
-    return compile("input_jvp", spec, strategy=strategy)
+    return _jvp("input_jvp", ("input_tangent", input_tangent), ("weight", weight),
+                (stride, padding, dilation, groups, padding_mode), strategy)
 
 
 def conv_weight_jvp(input: torch.Tensor, weight_tangent: torch.Tensor, stride=1, padding=0,
                     dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                     strategy: str = "auto") -> torch.Tensor:
     """Change of the convolution's output along `weight_tangent` (the input held fixed)."""
-    key = ("weight_jvp", shape_of(input), shape_of(weight_tangent), stride, padding, dilation,
-           groups, padding_mode, strategy)
-    return cached_call(key, lambda: _weight_jvp_setup(
-        input, weight_tangent, stride, padding, dilation, groups, padding_mode,
-        strategy)).run(input, weight_tangent)
+    return _jvp("weight_jvp", ("input", input), ("weight_tangent", weight_tangent),
+                (stride, padding, dilation, groups, padding_mode), strategy)
 
 
-def _weight_jvp_setup(input, weight_tangent, stride, padding, dilation, groups, padding_mode,
-                      strategy) -> Compiled:
-    op = "tnconv.conv_weight_jvp"
-    ndim = spatial_ndim(op, "weight_tangent", require_tensor(op, "weight_tangent",
-                                                             weight_tangent))
-    size = full_shape(op, "input", tuple(require_tensor(op, "input", input).shape), ndim)
-    spec = conv_spec(op, size, weight_tangent.shape, stride, padding, dilation, groups,
-                     padding_mode)
-    return compile("weight_jvp", spec, strategy=strategy)
+def _jvp(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tuple,
+         strategy: str) -> torch.Tensor:
+    """Both JVPs: `name` ("input_jvp" or "weight_jvp") of an input-shaped and a
+    weight-shaped tensor, each given with its argument name; set up once per call site."""
+    (_, x), (_, w) = input, weight
+    key = (name, shape_of(x), shape_of(w), *hyper, strategy)
+    return cached_call(key, lambda: _jvp_setup(name, input, weight, hyper, strategy)).run(x, w)
+
+
+def _jvp_setup(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tuple,
+               strategy: str) -> Compiled:
+    op = f"tnconv.conv_{name}"
+    (input_name, x), (weight_name, w) = input, weight
+    ndim = spatial_ndim(op, weight_name, require_tensor(op, weight_name, w))
+    size = full_shape(op, input_name, tuple(require_tensor(op, input_name, x).shape), ndim)
+    spec = conv_spec(op, size, w.shape, *hyper)
+    return compile(name, spec, strategy=strategy)
