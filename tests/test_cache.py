@@ -65,6 +65,19 @@ def test_set_cache_size_bounds_registered_caches():
         tnconv.set_cache_size(0)
 
 
+def test_set_cache_size_bounds_caches_created_later():
+    from tnconv import cache
+
+    try:
+        tnconv.set_cache_size(3)
+        later = cache.LRUCache(name="test_created_later")
+        assert later.maxsize == 3 and tnconv.cache_info()["test_created_later"]["maxsize"] == 3
+    finally:
+        cache._REGISTRY.pop("test_created_later", None)
+        tnconv.set_cache_size(256)
+    assert cache.LRUCache().maxsize == 256
+
+
 def test_threads_share_one_compiled_program():
     tnconv.clear_caches()
     x, w = rand(2, 3, 8, 8), rand(4, 3, 3, 3)

@@ -27,13 +27,16 @@ __all__ = ["LRUCache", "kept", "set_cache_size", "clear_caches", "cache_info"]
 T = TypeVar("T")
 DEFAULT_CACHE_SIZE = 256
 _REGISTRY: dict[str, "LRUCache"] = {}
+#: The bound of the named caches, `set_cache_size`'s, for those created later too.
+_bound = DEFAULT_CACHE_SIZE
 
 
 class LRUCache:
     """Least-recently-used mapping with a lock; values are built at most once per key."""
 
-    def __init__(self, maxsize: int = DEFAULT_CACHE_SIZE, name: str | None = None) -> None:
-        self.maxsize = maxsize
+    def __init__(self, maxsize: int | None = None, name: str | None = None) -> None:
+        """`maxsize=None`: the bound `set_cache_size` set last (256 by default)."""
+        self.maxsize = _bound if maxsize is None else maxsize
         self.hits = 0
         self.misses = 0
         self._data: OrderedDict[Hashable, object] = OrderedDict()
@@ -105,9 +108,12 @@ def kept(values: dict, key: Hashable, build: Callable[[], T], keep: int = 16) ->
 
 
 def set_cache_size(maxsize: int) -> None:
-    """Bound every tnconv cache to `maxsize` entries (least recently used evicted first)."""
+    """Bound every tnconv cache to `maxsize` entries (least recently used evicted first),
+    those of modules loaded later included."""
+    global _bound
     if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
         raise argument_error("set_cache_size", "maxsize", maxsize, "a positive int")
+    _bound = maxsize
     for cache in _REGISTRY.values():
         cache.resize(maxsize)
 
@@ -119,7 +125,8 @@ def clear_caches() -> None:
 
 
 def cache_info() -> dict[str, dict[str, int]]:
-    """Hits, misses, size and bound of every named cache."""
+    """Hits, misses, size and bound of every named cache (a cache is listed once the
+    module that holds it is loaded, at the first call that needs it)."""
     return {
         name: {"hits": c.hits, "misses": c.misses, "size": len(c), "maxsize": c.maxsize}
         for name, c in _REGISTRY.items()
