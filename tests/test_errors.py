@@ -33,7 +33,9 @@ def spec(**changes):
     (dict(padding=8, padding_mode="reflect"), "padding", "at most 7"),
     (dict(padding=9, padding_mode="circular"), "padding", "at most 8"),
     (dict(padding_mode="mirror"), "padding_mode", "'zeros', 'circular', 'reflect', 'replicate'"),
-    (dict(kernel_size=(3, 3, 3)), "input_size", "one entry per spatial dimension"),
+    (dict(kernel_size=(3, 3, 3)), "kernel_size", "a tuple of 2 such ints"),
+    (dict(input_size=8, kernel_size=(3, 3), stride=(1, 1, 1)), "input_size",
+     "one entry per spatial dimension"),
     (dict(output_padding=1), "output_padding", "unless transposed=True"),
     (dict(transposed=True, output_padding=1), "output_padding", "smaller than stride"),
     (dict(transposed=True, padding_mode="reflect"), "padding_mode", "'zeros' for a transposed"),
@@ -62,7 +64,7 @@ def test_error_is_value_error():
     (lambda: tnconv.conv(rand(2, 4, 4, 4), rand(6, 4, 5, 5)), "kernel_size"),
     (lambda: tnconv.conv(rand(2, 4, 4, 4), rand(6, 4, 3, 3), padding_mode="wrap"),
      "padding_mode"),
-    (lambda: tnconv.unfold(rand(2, 4, 8, 8), (3, 3, 3)), "input_size"),
+    (lambda: tnconv.unfold(rand(2, 4, 8, 8), (3, 3, 3)), "kernel_size"),
     (lambda: tnconv.unfold(rand(2, 4), 3), "x"),
     (lambda: tnconv.unfold([1, 2], 3), "x"),
 ])
@@ -98,3 +100,109 @@ def test_from_module_errors():
         ConvSpec.from_module(torch.nn.Conv2d(3, 4, 3), rand(2, 5, 8, 8))
     with pytest.raises(TNConvError, match="'x'"):
         ConvSpec.from_module(torch.nn.Conv2d(3, 4, 3), rand(2, 3, 8))
+
+
+@pytest.mark.parametrize("options, argument", [
+    (dict(reduction="bad"), "reduction"),
+    (dict(structure="bad"), "structure"),
+    (dict(group_average="no"), "group_average"),
+    (dict(group_average=1), "group_average"),
+    (dict(reduction=["mean"]), "reduction"),  # unhashable
+])
+@pytest.mark.parametrize("op", ["kfc", "kfac_reduce"])
+@pytest.mark.parametrize("strategy", ["auto", "tn"])
+def test_compile_checks_factor_options_up_front(op, options, argument, strategy):
+    with pytest.raises(TNConvError, match=rf"compile\('{op}'\): argument '{argument}'"):
+        tnconv.compile(op, spec(), strategy=strategy, **options)
+
+
+@pytest.mark.parametrize("kwargs, argument", [
+    (dict(batch_size=True), "batch_size"),
+    (dict(rewrite="no"), "rewrite"),
+    (dict(per_sample=0), "per_sample"),
+    (dict(per_sample=None), "per_sample"),
+])
+def test_compile_checks_flags(kwargs, argument):
+    with pytest.raises(TNConvError, match=f"'{argument}'"):
+        tnconv.compile("weight_vjp", spec(), **kwargs)
+    with pytest.raises(TNConvError, match="'op'"):
+        tnconv.compile(["forward"], spec())
+
+
+def test_transposed_must_be_a_bool():
+    with pytest.raises(TNConvError, match="'transposed' got 'False'"):
+        tnconv.nn.functional.kfc(rand(3, 4, 8, 8), 3, stride=2, transposed="False")
+    with pytest.raises(TNConvError, match="'transposed'"):
+        spec(transposed=1)
+
+
+X, W, G = (4, 4, 8, 8), (6, 4, 3, 3), (4, 6, 6, 6)
+
+
+@pytest.mark.parametrize("call, argument, fragment", [
+    (lambda d: tnconv.conv(rand(*X), rand(*W, dtype=d)), "weight", "the dtype of x"),
+    (lambda d: tnconv.conv(rand(*X).long(), rand(*W).long()), "x", "real floating-point"),
+    (lambda d: tnconv.conv(rand(*X), rand(*W), bias=rand(6, dtype=d)), "bias", "dtype"),
+    (lambda d: tnconv.conv_input_vjp(X, rand(*W), rand(*G, dtype=d)), "grad_output", "dtype"),
+    (lambda d: tnconv.conv_weight_vjp(rand(*X), W, rand(*G, dtype=d)), "grad_output", "dtype"),
+    (lambda d: tnconv.conv_input_jvp(rand(*X), rand(*W, dtype=d)), "weight", "dtype"),
+    (lambda d: tnconv.conv_weight_jvp(rand(*X), rand(*W, dtype=d)), "weight_tangent", "dtype"),
+    (lambda d: tnconv.conv_transpose(rand(*G), rand(*W, dtype=d)), "weight", "dtype"),
+    (lambda d: tnconv.conv_transpose_input_vjp(G, rand(*W), rand(*X, dtype=d)), "grad_output",
+     "dtype"),
+    (lambda d: tnconv.conv_transpose_weight_vjp(rand(*G), W, rand(*X, dtype=d)),
+     "grad_output", "dtype"),
+])
+def test_tensors_of_one_call_share_a_float_dtype(call, argument, fragment):
+    with pytest.raises(TNConvError, match=f"'{argument}'.*{fragment}"):
+        call(torch.float16)
+
+
+@pytest.mark.parametrize("call, paired", [
+    (lambda x: tnconv.conv(x, rand(*W)), True),
+    (lambda x: tnconv.unfold(x, 3), False),
+    (lambda x: tnconv.conv_weight_vjp(x, W, rand(*G)), True),
+    (lambda x: tnconv.conv_input_jvp(x, rand(*W)), True),
+    (lambda x: tnconv.conv_transpose(x, rand(*W).transpose(0, 1).contiguous()), True),
+])
+def test_a_cached_call_does_not_answer_an_array(call, paired):
+    numpy = pytest.importorskip("numpy")
+    call(rand(*X))  # sets up the call site for a tensor of this shape
+    with pytest.raises(TNConvError, match="'(x|input|input_tangent)'.*ndarray"):
+        call(numpy.zeros(X, numpy.float64))
+    if paired:  # another dtype than its partner's is checked again, not taken from the cache
+        with pytest.raises(TNConvError, match="dtype"):
+            call(rand(*X, dtype=torch.float16))
+
+
+@pytest.mark.parametrize("call, argument", [
+    (lambda: tnconv.conv(rand(*X), rand(6, 2, 3, 3), groups=2.0), "groups"),
+    (lambda: tnconv.conv(rand(*X), rand(5, 2, 3, 3), groups=2), "weight"),
+    (lambda: tnconv.conv_weight_vjp(rand(*X), (5, 2, 3, 3), rand(*G), groups=2),
+     "weight_size"),
+    (lambda: tnconv.conv_weight_vjp(rand(*X), (6, 3, 3, 3), rand(*G)), "weight_size"),
+    (lambda: tnconv.conv_transpose_weight_vjp(rand(*G), (5, 4, 3, 3), rand(*X)),
+     "weight_size"),
+    (lambda: tnconv.conv_input_vjp(X, rand(6, 2, 3, 3), rand(*G), groups=0), "groups"),
+    (lambda: tnconv.conv(rand(*X), rand(*W), stride=(1,)), "stride"),
+])
+def test_errors_name_the_argument_the_caller_passed(call, argument):
+    with pytest.raises(TNConvError, match=f"argument '{argument}'"):
+        call()
+
+
+def test_module_hyper_parameters_set_to_ints_are_read_as_torch_reads_them():
+    conv, reference = torch.nn.Conv2d(4, 6, 3), torch.nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    conv.stride, conv.padding, conv.kernel_size = 2, 1, 3
+    x = rand(3, 4, 9, 9)
+    torch.testing.assert_close(tnconv.kfc(conv, x), tnconv.kfc(reference, x))
+    assert ConvSpec.from_module(conv, x) == ConvSpec.from_module(reference, x)
+
+
+def test_module_whose_weight_disagrees_with_its_hyper_parameters():
+    conv = torch.nn.Conv2d(4, 6, 3)
+    conv.kernel_size = (5, 5)  # torch's forward would still use the 3x3 weight
+    with pytest.raises(TNConvError, match="'conv'.*weight has shape"):
+        tnconv.kfc(conv, rand(2, 4, 9, 9))
+    with pytest.raises(TNConvError, match="'conv'.*uninitialised"):
+        tnconv.kfac_reduce(torch.nn.LazyConv2d(6, 3), rand(2, 4, 9, 9))

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, TypeVar
 
+import torch
+
 from .cache import LRUCache
 
-__all__ = ["cached_call", "shape_of"]
+__all__ = ["cached_call", "tensor_key"]
 
 T = TypeVar("T")
 _CALLS = LRUCache(name="calls")
 
 
-def shape_of(value: Any) -> Any:
-    """The shape of a tensor, or the value's type for anything else (never cached as valid)."""
-    shape = getattr(value, "shape", None)
-    return tuple(shape) if shape is not None else type(value)
+def tensor_key(value: Any) -> Any:
+    """A tensor's shape and dtype, or the type of anything else: a set-up validated for
+    tensors never answers an array or a list, nor a tensor of another dtype."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape), value.dtype
+    return type(value)
 
 
 def _types(key: tuple) -> tuple:

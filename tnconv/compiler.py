@@ -231,10 +231,12 @@ def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = 
     if strategy not in STRATEGIES:
         raise argument_error(f"compile({op!r})", "strategy", strategy,
                              ", ".join(repr(s) for s in STRATEGIES))
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise argument_error(f"compile({op!r})", "batch_size", batch_size, "a positive int")
+    if not isinstance(rewrite, bool):
+        raise argument_error(f"compile({op!r})", "rewrite", rewrite, "True or False")
     opts = operation.options(options)
-    key = (op, spec, opts, strategy, bool(rewrite), batch_size)
+    key = (op, spec, opts, strategy, rewrite, batch_size)
     return _COMPILED.get_or_create(
         key, lambda: Compiled(operation, spec, opts, strategy=strategy,
-                              rewrite=bool(rewrite), batch_size=batch_size))
+                              rewrite=rewrite, batch_size=batch_size))

@@ -63,6 +63,10 @@ def _tuple(name: str, value: Any, ndim: int, minimum: int) -> tuple[int, ...]:
 
 
 def _infer_ndim(*values: Any) -> int:
+    """The number of spatial dimensions: input_size's length where it is a tuple (a
+    wrong-length stride is then reported as the stride), else the others' common length."""
+    if isinstance(values[0], (tuple, list)) and len(values[0]):
+        return len(values[0])
     lengths = {len(v) for v in values if isinstance(v, (tuple, list))}
     lengths.discard(0)
     if len(lengths) != 1:
@@ -144,7 +148,8 @@ class ConvSpec:
                                  "ints or pairs for a transposed convolution (as torch)")
         object.__setattr__(self, "padding", _padding_pairs(
             self.padding, ndim, self.kernel_size, self.stride, self.dilation))
-        object.__setattr__(self, "transposed", bool(self.transposed))
+        if not isinstance(self.transposed, bool):
+            raise argument_error(_SPEC, "transposed", self.transposed, "True or False")
         self._check()
 
     # ----------------------------------------------------------------- checks

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import argument_error
 
-__all__ = ["require_tensor", "batched", "spatial_ndim"]
+__all__ = ["require_tensor", "batched", "spatial_ndim", "check_groups", "same_dtype"]
 
 
 def require_tensor(operation: str, name: str, value: Any) -> torch.Tensor:
@@ -39,3 +39,24 @@ def batched(x: torch.Tensor, ndim: int, operation: str, name: str) -> tuple[torc
         raise argument_error(operation, name, f"tensor of shape {tuple(x.shape)}",
                              f"[N, C, *spatial] or [C, *spatial] with {ndim} spatial dims")
     return x, False
+
+
+def check_groups(operation: str, groups: Any) -> int:
+    """`groups` itself, after checking it is a positive int (before any channel check
+    that divides by it, so that a bad groups is reported as groups)."""
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise argument_error(operation, "groups", groups, "a positive int")
+    return groups
+
+
+def same_dtype(operation: str, *tensors: tuple[str, torch.Tensor]) -> None:
+    """The named tensors share one real floating-point dtype, as torch's convolutions need
+    (torch would fail with "expected scalar type" or "not implemented" from inside)."""
+    (first_name, first), *others = tensors
+    if not first.dtype.is_floating_point:
+        raise argument_error(operation, first_name, f"tensor of dtype {first.dtype}",
+                             "a real floating-point tensor")
+    for name, tensor in others:
+        if tensor.dtype != first.dtype:
+            raise argument_error(operation, name, f"tensor of dtype {tensor.dtype}",
+                                 f"{first.dtype}, the dtype of {first_name}")

@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ..call_cache import cached_call, shape_of
+from ..call_cache import cached_call, tensor_key
 from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
-from ._arguments import require_tensor, spatial_ndim
+from ._arguments import check_groups, require_tensor, same_dtype, spatial_ndim
 
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
 
@@ -53,14 +53,21 @@ def expect_shape(op: str, name: str, tensor: Any, shape: Sequence[int]) -> torch
 
 
 def conv_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
-              padding: Any, dilation: Any, groups: Any, padding_mode: str) -> ConvSpec:
-    """The spec of a convolution of an input of `input_shape` with a weight of `weight_shape`."""
+              padding: Any, dilation: Any, groups: Any, padding_mode: str,
+              weight_name: str = "weight") -> ConvSpec:
+    """The spec of a convolution of an input of `input_shape` with a weight of `weight_shape`
+    (the caller's argument `weight_name`: a tensor or a size)."""
+    check_groups(op, groups)
+    if weight_shape[0] % groups or input_shape[1] % groups:
+        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
+                             f"[C_out, C_in/groups, *kernel] with C_out a multiple of "
+                             f"groups={groups}, for an input with {input_shape[1]} channels")
     with error_context(op):
         spec = ConvSpec(input_shape[1], weight_shape[0], tuple(weight_shape[2:]),
                         tuple(input_shape[2:]), stride=stride, padding=padding,
                         dilation=dilation, groups=groups, padding_mode=padding_mode)
     if spec.weight_shape != tuple(weight_shape):
-        raise argument_error(op, "weight", f"shape {tuple(weight_shape)}",
+        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
                              f"shape {spec.weight_shape} ([C_out, C_in/groups, *kernel]) for an "
                              f"input with {input_shape[1]} channels and groups={groups}")
     return spec
@@ -80,7 +87,7 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
                    stride=1, padding=0, dilation=1, groups: int = 1,
                    padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
     """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
-    key = ("input_vjp", size_key(input_size), shape_of(weight), shape_of(grad_output), stride,
+    key = ("input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, strategy)
     return cached_call(key, lambda: _input_vjp_setup(
         input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode,
@@ -94,6 +101,7 @@ def _input_vjp_setup(input_size, weight, grad_output, stride, padding, dilation,
     size = full_shape(op, "input_size", input_size, ndim)
     spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
+    same_dtype(op, ("weight", weight), ("grad_output", grad_output))
     return compile("input_vjp", spec, strategy=strategy)
 
 
@@ -105,7 +113,7 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
 
     `per_sample=True` returns one gradient per example, [N, *weight_size].
     """
-    key = ("weight_vjp", shape_of(input), size_key(weight_size), shape_of(grad_output), stride,
+    key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
     return cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,
@@ -117,8 +125,10 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation
     op = "tnconv.conv_weight_vjp"
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
     size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
-    spec = conv_spec(op, input.shape, size, stride, padding, dilation, groups, padding_mode)
+    spec = conv_spec(op, input.shape, size, stride, padding, dilation, groups, padding_mode,
+                     weight_name="weight_size")
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
+    same_dtype(op, ("input", input), ("grad_output", grad_output))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
     return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
@@ -145,7 +155,7 @@ def _jvp(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tupl
     """Both JVPs: `name` ("input_jvp" or "weight_jvp") of an input-shaped and a
     weight-shaped tensor, each given with its argument name; set up once per call site."""
     (_, x), (_, w) = input, weight
-    key = (name, shape_of(x), shape_of(w), *hyper, strategy)
+    key = (name, tensor_key(x), tensor_key(w), *hyper, strategy)
     return cached_call(key, lambda: _jvp_setup(name, input, weight, hyper, strategy)).run(x, w)
 
 
@@ -155,5 +165,6 @@ def _jvp_setup(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper
     (input_name, x), (weight_name, w) = input, weight
     ndim = spatial_ndim(op, weight_name, require_tensor(op, weight_name, w))
     size = full_shape(op, input_name, tuple(require_tensor(op, input_name, x).shape), ndim)
-    spec = conv_spec(op, size, w.shape, *hyper)
+    spec = conv_spec(op, size, w.shape, *hyper, weight_name=weight_name)
+    same_dtype(op, (input_name, x), (weight_name, w))
     return compile(name, spec, strategy=strategy)

@@ -17,12 +17,12 @@ import torch
 from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
-from ._arguments import batched, require_tensor, spatial_ndim
-from ..call_cache import cached_call, shape_of
+from ._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
+from ..call_cache import cached_call, tensor_key
 from .autograd import convolve
-from .kfac_functional import kfac_reduce, kfc
+from .kfac_functional import averaged_patches, kfac_reduce, kfc, patches
 
-__all__ = ["conv", "kfac_reduce", "kfc", "unfold"]
+__all__ = ["conv", "kfac_reduce", "kfc", "unfold", "patches", "averaged_patches"]
 
 
 def _add_bias(y: torch.Tensor, bias: Optional[torch.Tensor], channels: int, op: str) -> torch.Tensor:
@@ -32,6 +32,9 @@ def _add_bias(y: torch.Tensor, bias: Optional[torch.Tensor], channels: int, op: 
     if tuple(bias.shape) != (channels,):
         raise argument_error(op, "bias", f"tensor of shape {tuple(bias.shape)}",
                              f"shape ({channels},)")
+    if bias.dtype != y.dtype:  # y + bias would promote, where torch's conv raises
+        raise argument_error(op, "bias", f"tensor of dtype {bias.dtype}",
+                             f"{y.dtype}, the dtype of x and weight")
     return y + bias.view(1, channels, *([1] * (y.dim() - 2)))
 
 
@@ -45,7 +48,7 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
     (left, right) pairs, 'same' or 'valid'; `padding_mode` is one of 'zeros',
     'circular', 'reflect', 'replicate' (as the Conv modules).
     """
-    key = ("conv", shape_of(x), shape_of(weight), stride, padding, dilation, groups,
+    key = ("conv", tensor_key(x), tensor_key(weight), stride, padding, dilation, groups,
            padding_mode, strategy)
     forward, unbatched = cached_call(key, lambda: _conv_setup(
         x, weight, stride, padding, dilation, groups, padding_mode, strategy), typed=key[3:])
@@ -62,10 +65,12 @@ def _conv_setup(x, weight, stride, padding, dilation, groups, padding_mode,
         weight = require_tensor(op, "weight", weight)
         ndim = spatial_ndim(op, "weight", weight)
         x, unbatched = batched(x, ndim, op, "x")
-        if x.shape[1] != weight.shape[1] * (groups if isinstance(groups, int) else 1):
+        same_dtype(op, ("x", x), ("weight", weight))
+        check_groups(op, groups)
+        if x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
             raise argument_error(op, "weight", f"tensor of shape {tuple(weight.shape)}",
                                  f"shape [C_out, C_in/groups, *kernel] with C_in={x.shape[1]}, "
-                                 f"groups={groups}")
+                                 f"groups={groups} and C_out a multiple of groups")
         spec = ConvSpec(x.shape[1], weight.shape[0], tuple(weight.shape[2:]), tuple(x.shape[2:]),
                         stride=stride, padding=padding, dilation=dilation, groups=groups,
                         padding_mode=padding_mode)
@@ -78,7 +83,7 @@ def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
 
     `x` is [N, C, *spatial]; the number of spatial dimensions is read from `x`.
     """
-    key = ("unfold", shape_of(x), kernel_size, stride, padding, dilation, padding_mode, strategy)
+    key = ("unfold", tensor_key(x), kernel_size, stride, padding, dilation, padding_mode, strategy)
     compiled = cached_call(key, lambda: _unfold_setup(x, kernel_size, stride, padding, dilation,
                                                       padding_mode, strategy), typed=key[2:])
     return compiled.run(x)

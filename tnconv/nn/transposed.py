@@ -28,8 +28,8 @@ import torch
 from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
-from ._arguments import batched, require_tensor, spatial_ndim
-from ..call_cache import cached_call, shape_of
+from ._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
+from ..call_cache import cached_call, tensor_key
 from .autograd import convolve
 from .derivatives import expect_shape, full_shape, output_of, size_key
 from .functional import _add_bias
@@ -40,17 +40,21 @@ __all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_
 
 def transposed_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int],
                     stride: Any, padding: Any, output_padding: Any, groups: Any,
-                    dilation: Any) -> ConvSpec:
-    """Spec of a transposed convolution of `input_shape` with a [C_in, C_out/G, *K] weight."""
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise argument_error(op, "groups", groups, "a positive int")
+                    dilation: Any, weight_name: str = "weight") -> ConvSpec:
+    """Spec of a transposed convolution of `input_shape` with a [C_in, C_out/G, *K] weight
+    (the caller's argument `weight_name`: a tensor or a size)."""
+    check_groups(op, groups)
+    if input_shape[1] != weight_shape[0] or input_shape[1] % groups:
+        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
+                             f"[C_in, C_out/groups, *kernel] with C_in={input_shape[1]} "
+                             f"(the input's channels, a multiple of groups={groups})")
     with error_context(op):
         spec = ConvSpec(input_shape[1], weight_shape[1] * groups, tuple(weight_shape[2:]),
                         tuple(input_shape[2:]), stride=stride, padding=padding,
                         dilation=dilation, groups=groups, transposed=True,
                         output_padding=output_padding)
     if spec.weight_shape != tuple(weight_shape):
-        raise argument_error(op, "weight", f"shape {tuple(weight_shape)}",
+        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
                              f"shape [C_in, C_out/groups, *kernel] with C_in={input_shape[1]}")
     return spec
 
@@ -63,7 +67,7 @@ def conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     `x` is [N, C_in, *spatial] (or unbatched), `weight` [C_in, C_out/groups, *kernel].
     """
     op = "tnconv.conv_transpose"
-    key = (op, shape_of(x), shape_of(weight), stride, padding, output_padding, groups, dilation,
+    key = (op, tensor_key(x), tensor_key(weight), stride, padding, output_padding, groups, dilation,
            strategy)
     forward, unbatched = cached_call(key, lambda: _conv_transpose_setup(
         x, weight, stride, padding, output_padding, groups, dilation, strategy), typed=key[3:])
@@ -78,6 +82,7 @@ def _conv_transpose_setup(x, weight, stride, padding, output_padding, groups, di
     op = "tnconv.conv_transpose"
     ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
     x, unbatched = batched(x, ndim, op, "x")
+    same_dtype(op, ("x", x), ("weight", weight))
     spec = transposed_spec(op, x.shape, weight.shape, stride, padding, output_padding, groups,
                            dilation)
     return compile("forward", spec, strategy=strategy), unbatched
@@ -88,7 +93,7 @@ def conv_transpose_input_vjp(input_size: Sequence[int], weight: torch.Tensor,
                              groups: int = 1, dilation=1, *,
                              strategy: str = "auto") -> torch.Tensor:
     """Gradient of `conv_transpose` with respect to its input of shape `input_size`."""
-    key = ("transpose_input_vjp", size_key(input_size), shape_of(weight), shape_of(grad_output),
+    key = ("transpose_input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, strategy)
     return cached_call(key, lambda: _input_vjp_setup(
         input_size, weight, grad_output, stride, padding, output_padding, groups, dilation,
@@ -103,6 +108,7 @@ def _input_vjp_setup(input_size, weight, grad_output, stride, padding, output_pa
     spec = transposed_spec(op, size, weight.shape, stride, padding, output_padding, groups,
                            dilation)
     expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
+    same_dtype(op, ("weight", weight), ("grad_output", grad_output))
     return compile("input_vjp", spec, strategy=strategy)
 
 
@@ -111,7 +117,7 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
                               groups: int = 1, dilation=1, per_sample: bool = False, *,
                               strategy: str = "auto") -> torch.Tensor:
     """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
-    key = ("transpose_weight_vjp", shape_of(input), size_key(weight_size), shape_of(grad_output),
+    key = ("transpose_weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, per_sample, strategy)
     return cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, output_padding, groups, dilation,
@@ -124,8 +130,9 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_p
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
     size = full_shape(op, "weight_size", weight_size, ndim)
     spec = transposed_spec(op, input.shape, size, stride, padding, output_padding, groups,
-                           dilation)
+                           dilation, weight_name="weight_size")
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
+    same_dtype(op, ("input", input), ("grad_output", grad_output))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
     return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)

@@ -112,6 +112,7 @@ register(Operation(
     description="vector-Jacobian product with respect to the weight "
                 "(per_sample=True keeps the batch leg: [N, *weight_shape])",
     defaults=(("per_sample", False),),
+    choices=(("per_sample", (False, True)),),
     native="tnconv.native:conv_weight_vjp",
 ))
 

@@ -24,6 +24,7 @@ the legs (k, i, o) with i the transposed input.
 from __future__ import annotations
 
 from math import prod
+from typing import Any
 
 from ..errors import argument_error
 from ..network import Network, Tensor
@@ -134,6 +135,12 @@ def _input_shapes(spec: ConvSpec, batch: int, **_: object) -> tuple[tuple[int, .
 
 _FACTOR_DEFAULTS = (("reduction", "mean"), ("structure", "full"), ("group_average", False))
 
+
+def _factor_choices(name: str) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    return (("reduction", REDUCTIONS[name]), ("structure", STRUCTURES),
+            ("group_average", (False, True)))
+
+
 register(Operation(
     name="kfc",
     build=kfc_network,
@@ -142,6 +149,7 @@ register(Operation(
     result_shape=factor_shape,
     description="KFC (KFAC-expand) input factor [G, D, D]: Σ_{n,o} u uᵀ, normalised",
     defaults=_FACTOR_DEFAULTS,
+    choices=_factor_choices("kfc"),
     native="tnconv.kfac_native:kfc",
 ))
 
@@ -153,6 +161,7 @@ register(Operation(
     result_shape=factor_shape,
     description="KFAC-reduce input factor [G, D, D]: (1/N) Σ_n ū ūᵀ, ū = mean_o u",
     defaults=_FACTOR_DEFAULTS,
+    choices=_factor_choices("kfac_reduce"),
     native="tnconv.kfac_native:kfac_reduce",
 ))
 

@@ -37,6 +37,8 @@ class Operation:
     result_shape: Callable[..., tuple[int, ...]]
     description: str
     defaults: tuple[tuple[str, Any], ...] = ()
+    #: The values each option may take (compared with their types: 1 is not True).
+    choices: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     batch_argument: int = 0
     native: Optional[str] = None
 
@@ -60,6 +62,11 @@ class Operation:
                 raise argument_error(f"compile({self.name!r})", key, value,
                                      f"these options: {allowed}")
             merged[key] = value
+        for key, allowed in self.choices:
+            value = merged[key]
+            if not any(type(value) is type(a) and value == a for a in allowed):
+                raise argument_error(f"compile({self.name!r})", key, value,
+                                     ", ".join(repr(a) for a in allowed))
         return tuple(sorted(merged.items()))
 
 
@@ -73,7 +80,7 @@ def register(operation: Operation) -> Operation:
 
 def get_operation(name: str) -> Operation:
     """The operation registered under `name`, or a `TNConvError` listing the known ones."""
-    if name not in OPERATIONS:
+    if not isinstance(name, str) or name not in OPERATIONS:
         raise argument_error("compile", "op", name,
                              ", ".join(repr(n) for n in sorted(OPERATIONS)))
     return OPERATIONS[name]
