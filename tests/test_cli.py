@@ -31,6 +31,8 @@ def test_explain_user_conv(capsys):
     (["explain", "--conv", "kernel_size=3, stride=2, padding='same'", "--input-shape", "1,2,8"],
      "'same' only with stride 1"),
     (["explain", "--conv", "import os", "--input-shape", "1,2,8"], "--conv"),
+    (["explain", "--conv", "kernel_size=3, bogus=1", "--input-shape", "1,2,8"], "bogus"),
+    (["explain", "--conv", "stride=2", "--input-shape", "1,2,8"], "kernel_size required"),
     (["explain", "--conv", "kernel_size=3", "--input-shape", "1,x"], "--input-shape"),
     (["explain", "nonsense"], "'op'"),
 ])

@@ -206,3 +206,47 @@ def test_module_whose_weight_disagrees_with_its_hyper_parameters():
         tnconv.kfc(conv, rand(2, 4, 9, 9))
     with pytest.raises(TNConvError, match="'conv'.*uninitialised"):
         tnconv.kfac_reduce(torch.nn.LazyConv2d(6, 3), rand(2, 4, 9, 9))
+
+
+def test_small_api_entry_points_reject_bad_arguments(tmp_path):
+    pattern = dict(kernel_size=3, stride=1, dilation=1, padding=(1, 1), input_size=4,
+                   output_size=4, mode="zeros")
+    for name, value in [("mode", "bogus"), ("stride", 0), ("padding", (1,)),
+                        ("kernel_size", True)]:
+        with pytest.raises(TNConvError, match=f"IndexPattern: argument '{name}'"):
+            tnconv.IndexPattern(**{**pattern, name: value})
+    with pytest.raises(TNConvError, match="ConvSpec.replace: argument 'bogus'"):
+        spec().replace(bogus=1)
+    net = tnconv.compile("forward", spec()).network()
+    with pytest.raises(TNConvError, match="Network.tensor: argument 'name' got 'Z'"):
+        net.tensor("Z")
+    with pytest.raises(TNConvError, match="load_einsum: argument 'path' got None"):
+        tnconv.load_einsum(None)
+    exported = tnconv.compile("forward", spec()).to_einsum()
+    with pytest.raises(TNConvError, match="save: argument 'path' got 3"):
+        exported.save(3)
+    from tnconv.render import render
+    with pytest.raises(TNConvError, match="render: argument 'net'"):
+        render(None, tmp_path / "a.dot")
+    with pytest.raises(TNConvError, match="render: argument 'path' got None"):
+        render(net, None)
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: tnconv.fold(rand(2, 0, 16), (6, 6), 3), "tnconv.fold: argument 'x'"),
+    (lambda: tnconv.fold(rand(2, 9, 16), (6, 0), 3), "tnconv.fold: argument 'output_size'"),
+    (lambda: tnconv.fold(rand(2, 9, 16), (6, 6), 3, strategy="x"),
+     "tnconv.fold: .*'strategy'"),
+    (lambda: tnconv.unfold_transpose(rand(2, 3, 4, 4), 3, strategy="x"),
+     "tnconv.unfold_transpose: .*'strategy'"),
+    (lambda: tnconv.conv_transpose_weight_vjp(rand(2, 4, 5, 5), (0, 3, 3, 3), rand(2, 3, 7, 7)),
+     "'weight_size'.*positive"),
+    (lambda: tnconv.compile("forward", spec())(rand(1)[0], rand(*W)), r"shape \(N, 4, 8, 8\)"),
+    (lambda: tnconv.compile("forward", spec())(rand(*X), rand(*W, dtype=torch.float32)),
+     "'weight'.*dtype"),
+    (lambda: tnconv.compile("forward", spec()).program_for(0), "'batch_size' got 0"),
+    (lambda: tnconv.conv(rand(*X), rand(*W), padding=-1), "'padding' got -1;"),
+])
+def test_messages_show_what_the_caller_passed(call, fragment):
+    with pytest.raises(TNConvError, match=fragment):
+        call()

@@ -76,6 +76,12 @@ def spec_from_arguments(args: argparse.Namespace):
         kwargs, shape = EXAMPLES[args.example]
         if args.input_shape is not None:
             shape = parse_shape(args.input_shape)
+    fields = [name for name in ConvSpec.__dataclass_fields__ if name != "input_size"]
+    unknown = [name for name in kwargs if name not in fields]
+    if unknown or "kernel_size" not in kwargs:
+        raise TNConvError(f"tnconv: argument '--conv' got {args.conv!r}; allowed: keywords of "
+                          f"{', '.join(fields)} (kernel_size required; input_size comes from "
+                          "--input-shape)")
     kwargs = {"in_channels": shape[1], **kwargs}
     kwargs.setdefault("out_channels", kwargs["in_channels"])
     return ConvSpec(input_size=shape[2:], **kwargs), shape[0]

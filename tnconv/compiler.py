@@ -80,6 +80,10 @@ class Compiled:
         return self.rewrite_result(batch_size).network
 
     def program_for(self, batch_size: int) -> EinsumProgram:
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise argument_error(f"Compiled({self.operation.name!r}).program_for", "batch_size",
+                                 batch_size, "a positive int")
+
         def build() -> EinsumProgram:
             result = self.operation.result_shape(self.spec, batch_size, **self.options)
             return lower(self.network(batch_size), self.operation.arguments, result)
@@ -119,10 +123,15 @@ class Compiled:
         batched = tensors[op.batch_argument]
         batch = batched.shape[0] if batched.dim() else 0
         expected = op.argument_shapes(self.spec, batch, **self.options)
-        for role, t, shape in zip(op.arguments, tensors, expected):
+        for position, (role, t, shape) in enumerate(zip(op.arguments, tensors, expected)):
             if tuple(t.shape) != tuple(shape):
+                shown = ("N", *shape[1:]) if position == op.batch_argument else tuple(shape)
                 raise argument_error(name, role, f"tensor of shape {tuple(t.shape)}",
-                                     f"shape {tuple(shape)} for {self.spec}")
+                                     f"shape ({', '.join(map(str, shown))}) for {self.spec}")
+            if t.dtype != batched.dtype:
+                raise argument_error(name, role, f"tensor of dtype {t.dtype}",
+                                     f"{batched.dtype}, the dtype of "
+                                     f"{op.arguments[op.batch_argument]}")
         return batch
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:

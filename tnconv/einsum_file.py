@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .einsum_check import MAX_ELEMENTS, check_metadata
-from .errors import TNConvError
+from .errors import TNConvError, path_argument
 from .export import ExportedEinsum, ExportedOperand
 
 __all__ = ["save", "load", "FORMAT", "VERSION", "MAX_METADATA_BYTES"]
@@ -55,7 +55,7 @@ def _metadata(exported: ExportedEinsum) -> dict[str, Any]:
 
 def save(exported: ExportedEinsum, path: str | Path) -> Path:
     """Write `exported` to `path` (exactly that name) with `numpy.savez`."""
-    path = Path(path)
+    path = path_argument("ExportedEinsum.save", path)
     text = json.dumps(_metadata(exported), ensure_ascii=False, sort_keys=True)
     arrays = {f"constant_{pos}": op.value for pos, op in enumerate(exported.operands)
               if op.argument is None}
@@ -70,6 +70,7 @@ def save(exported: ExportedEinsum, path: str | Path) -> Path:
 
 def load(path: str | Path) -> ExportedEinsum:
     """Read and validate a file written by `save`."""
+    path = path_argument("load_einsum", path)
     where = f"load_einsum({str(path)!r})"
     try:
         with open(path, "rb") as handle:

@@ -8,9 +8,11 @@ True
 
 from __future__ import annotations
 
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
-__all__ = ["TNConvError", "argument_error"]
+__all__ = ["TNConvError", "argument_error", "path_argument"]
 
 
 class TNConvError(ValueError):
@@ -22,3 +24,10 @@ def argument_error(operation: str, argument: str, value: Any, allowed: str) -> T
     return TNConvError(
         f"{operation}: argument '{argument}' got {value!r}; allowed: {allowed}."
     )
+
+
+def path_argument(operation: str, value: Any, argument: str = "path") -> Path:
+    """`value` as a Path, or a `TNConvError` if it is no file name (None, a number…)."""
+    if not isinstance(value, (str, PathLike)):
+        raise argument_error(operation, argument, value, "a file name (str or pathlib.Path)")
+    return Path(value)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .cache import LRUCache
+from .errors import argument_error
 
 __all__ = ["IndexPattern", "PADDING_MODES", "materialize"]
 
@@ -44,6 +45,23 @@ class IndexPattern:
     input_size: int
     output_size: int
     mode: str = "zeros"
+
+    def __post_init__(self) -> None:
+        def whole(value: Any, minimum: int) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+        for name, minimum in (("kernel_size", 1), ("stride", 1), ("dilation", 1),
+                              ("input_size", 1), ("output_size", 1)):
+            if not whole(getattr(self, name), minimum):
+                raise argument_error("IndexPattern", name, getattr(self, name),
+                                     f"an int >= {minimum}")
+        pair = self.padding  # negative in derived patterns (a VJP's crop), so any ints
+        if not (isinstance(pair, tuple) and len(pair) == 2
+                and all(isinstance(p, int) and not isinstance(p, bool) for p in pair)):
+            raise argument_error("IndexPattern", "padding", pair, "a (left, right) pair of ints")
+        if self.mode not in PADDING_MODES:
+            raise argument_error("IndexPattern", "mode", self.mode,
+                                 ", ".join(repr(m) for m in PADDING_MODES))
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Hashable, Iterable, Optional
 
-from .errors import TNConvError
+from .errors import TNConvError, argument_error
 
 __all__ = ["Tensor", "Network", "CONSTANT_ROLES"]
 
@@ -83,7 +83,8 @@ class Network:
         for t in self.tensors:
             if t.name == name:
                 return t
-        raise KeyError(name)
+        raise argument_error("Network.tensor", "name", name,
+                             ", ".join(repr(t.name) for t in self.tensors))
 
     def with_role(self, role: str) -> Tensor:
         """The single tensor with `role`."""

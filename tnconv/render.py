@@ -26,7 +26,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from .errors import TNConvError, argument_error
+from .errors import TNConvError, argument_error, path_argument
 from .network import Network, Tensor
 
 __all__ = ["to_dot", "render", "stage_network", "STAGES", "FORMATS", "INSTALL_HINT"]
@@ -146,7 +146,9 @@ def _run_dot(source: str, file_format: str) -> bytes:
 
 def render(net: Network, path: str | Path) -> Path:
     """Draw `net` to `path`: SVG or PNG through Graphviz, or the DOT source (.dot/.gv)."""
-    path = Path(path)
+    if not isinstance(net, Network):
+        raise argument_error("render", "net", type(net).__name__, "a tnconv.Network")
+    path = path_argument("render", path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise argument_error("render", "path", str(path),

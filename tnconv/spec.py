@@ -93,16 +93,17 @@ def _padding_pairs(padding: PaddingArg, ndim: int, kernel, stride, dilation) -> 
             totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
             return tuple((t // 2, t - t // 2) for t in totals)
         raise argument_error(_SPEC, "padding", padding, allowed)
+    given = padding  # errors show the argument as the caller wrote it
     if _is_int(padding):
         padding = (padding,) * ndim
     if not isinstance(padding, (tuple, list)) or len(padding) != ndim:
-        raise argument_error(_SPEC, "padding", padding, allowed + f" with {ndim} entries")
+        raise argument_error(_SPEC, "padding", given, allowed + f" with {ndim} entries")
     pairs = []
     for entry in padding:
         pair = (entry, entry) if _is_int(entry) else entry
         if (not isinstance(pair, (tuple, list)) or len(pair) != 2
                 or not all(_is_int(p) and p >= 0 for p in pair)):
-            raise argument_error(_SPEC, "padding", padding, allowed)
+            raise argument_error(_SPEC, "padding", given, allowed)
         pairs.append((int(pair[0]), int(pair[1])))
     return tuple(pairs)
 
@@ -250,6 +251,10 @@ class ConvSpec:
     def replace(self, **changes: Any) -> "ConvSpec":
         """A copy with some fields changed (validated again)."""
         values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name, value in changes.items():
+            if name not in values:
+                raise argument_error("ConvSpec.replace", name, value,
+                                     "the fields " + ", ".join(values))
         values.update(changes)
         return ConvSpec(**values)
 

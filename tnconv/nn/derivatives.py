@@ -37,9 +37,9 @@ def full_shape(op: str, name: str, value: Any, ndim: int, batch: bool = True) ->
           and all(isinstance(v, int) and not isinstance(v, bool)
                   and v >= (0 if batch and d == 0 else 1) for d, v in enumerate(value)))
     if not ok:
-        lead = "N ≥ 0, then " if batch else ""
-        raise argument_error(op, name, value,
-                             f"a shape [N, C, *spatial] of {ndim + 2} ints ({lead}positive)")
+        allowed = (f"a shape [N, C, *spatial] of {ndim + 2} ints (N ≥ 0, then positive)"
+                   if batch else f"a weight shape of {ndim + 2} positive ints")
+        raise argument_error(op, name, value, allowed)
     return tuple(value)
 
 

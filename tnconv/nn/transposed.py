@@ -128,7 +128,7 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_p
                       dilation, per_sample, strategy) -> Compiled:
     op = "tnconv.conv_transpose_weight_vjp"
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
-    size = full_shape(op, "weight_size", weight_size, ndim)
+    size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
     spec = transposed_spec(op, input.shape, size, stride, padding, output_padding, groups,
                            dilation, weight_name="weight_size")
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
@@ -150,7 +150,7 @@ def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_p
         spec = ConvSpec(x.shape[1], x.shape[1], kernel_size, tuple(x.shape[2:]), stride=stride,
                         padding=padding, dilation=dilation, transposed=True,
                         output_padding=output_padding)
-    return compile("unfold", spec, strategy=strategy)(x)
+        return compile("unfold", spec, strategy=strategy)(x)
 
 
 def _fold_ndim(*arguments: Any) -> int:
@@ -171,17 +171,21 @@ def fold(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, strid
     op = "tnconv.fold"
     ndim = _fold_ndim(output_size, kernel_size, dilation, padding, stride)
     size = (output_size,) * ndim if isinstance(output_size, int) else output_size
+    if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == ndim
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+        raise argument_error(op, "output_size", output_size,
+                             f"a positive int or a tuple of {ndim} positive ints")
     with error_context(op):
-        probe = ConvSpec(1, 1, kernel_size, size, stride=stride, padding=padding,
+        probe = ConvSpec(1, 1, kernel_size, tuple(size), stride=stride, padding=padding,
                          dilation=dilation)
-    x = require_tensor(op, "x", x)
-    unbatched = x.dim() == 2
-    x = x.unsqueeze(0) if unbatched else x
-    taps, blocks = prod(probe.kernel_size), prod(probe.output_size)  # type: ignore[arg-type]
-    if x.dim() != 3 or x.shape[1] % taps or x.shape[2] != blocks:
-        raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)}",
-                             f"[N, C·∏K, L] or [C·∏K, L] with ∏K={taps} dividing C·∏K "
-                             f"and L={blocks} blocks for output_size {probe.input_size}")
-    spec = probe.replace(in_channels=x.shape[1] // taps, out_channels=x.shape[1] // taps)
-    y = compile("fold", spec, strategy=strategy)(x)
+        x = require_tensor(op, "x", x)
+        unbatched = x.dim() == 2
+        x = x.unsqueeze(0) if unbatched else x
+        taps, blocks = prod(probe.kernel_size), prod(probe.output_size)  # type: ignore[arg-type]
+        if x.dim() != 3 or x.shape[1] < taps or x.shape[1] % taps or x.shape[2] != blocks:
+            raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)}",
+                                 f"[N, C·∏K, L] or [C·∏K, L] with C ≥ 1, ∏K={taps} and "
+                                 f"L={blocks} blocks for output_size {probe.input_size}")
+        spec = probe.replace(in_channels=x.shape[1] // taps, out_channels=x.shape[1] // taps)
+        y = compile("fold", spec, strategy=strategy)(x)
     return y.squeeze(0) if unbatched else y
