@@ -246,6 +246,10 @@ def test_small_api_entry_points_reject_bad_arguments(tmp_path):
      "'weight'.*dtype"),
     (lambda: tnconv.compile("forward", spec()).program_for(0), "'batch_size' got 0"),
     (lambda: tnconv.conv(rand(*X), rand(*W), padding=-1), "'padding' got -1;"),
+    (lambda: tnconv.conv(rand(1, 1, 2), rand(1, 1, 1), padding=10 ** 30), "'padding'.*at most"),
+    (lambda: tnconv.conv_transpose(rand(1, 1, 2), rand(1, 1, 1), stride=2 ** 40),
+     "'stride'.*at most"),
+    (lambda: tnconv.fold(rand(1, 1, 1), (2 ** 40,), 1, stride=2 ** 40), "'output_size'"),
 ])
 def test_messages_show_what_the_caller_passed(call, fragment):
     with pytest.raises(TNConvError, match=fragment):

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence, Union
 from .errors import TNConvError, argument_error
 from .index_pattern import PADDING_MODES, IndexPattern
 
-__all__ = ["ConvSpec", "error_context"]
+__all__ = ["ConvSpec", "error_context", "MAX_SIZE"]
 
 IntOrTuple = Union[int, Sequence[int]]
 PaddingArg = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
@@ -37,13 +37,19 @@ def error_context(operation: str) -> Iterator[None]:
         raise TNConvError(f"{operation}: {message}") from None
 
 
+#: Largest size, stride, padding… accepted: torch's kernels index with 32-bit ints in
+#: places, and the patterns are built as arrays (10**30 would overflow them).
+MAX_SIZE = 2 ** 31 - 1
+
+
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_SIZE
 
 
 def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if not _is_int(value) or value < minimum:
-        allowed = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        allowed = ("a positive int" if minimum == 1 else f"an int >= {minimum}") \
+            + f" (at most {MAX_SIZE})"
         raise argument_error(_SPEC, name, value, allowed)
     return value
 
@@ -53,7 +59,7 @@ def _tuple(name: str, value: Any, ndim: int, minimum: int) -> tuple[int, ...]:
     allowed = (
         f"an int >= {minimum} or a tuple of {ndim} such ints" if ndim
         else f"an int >= {minimum} or a tuple of such ints"
-    )
+    ) + f" (at most {MAX_SIZE})"
     values = (value,) * ndim if _is_int(value) else value
     if not isinstance(values, (tuple, list)) or len(values) != ndim:
         raise argument_error(_SPEC, name, value, allowed)
@@ -81,7 +87,8 @@ def _infer_ndim(*values: Any) -> int:
 def _padding_pairs(padding: PaddingArg, ndim: int, kernel, stride, dilation) -> tuple:
     """Normalise every padding form to explicit ((left, right), ...) pairs."""
     allowed = (
-        "an int >= 0, a tuple of ints, a tuple of (left, right) pairs, 'same' or 'valid'"
+        f"an int >= 0 (at most {MAX_SIZE}), a tuple of ints, a tuple of (left, right) pairs, "
+        "'same' or 'valid'"
     )
     if isinstance(padding, str):
         if padding == "valid":

@@ -27,7 +27,7 @@ import torch
 
 from ..compiler import Compiled, compile
 from ..errors import argument_error
-from ..spec import ConvSpec, error_context
+from ..spec import MAX_SIZE, ConvSpec, error_context
 from ._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
 from ..call_cache import cached_call, tensor_key
 from .autograd import convolve
@@ -172,9 +172,11 @@ def fold(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, strid
     ndim = _fold_ndim(output_size, kernel_size, dilation, padding, stride)
     size = (output_size,) * ndim if isinstance(output_size, int) else output_size
     if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == ndim
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)):
+            and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE
+                    for v in size)):
         raise argument_error(op, "output_size", output_size,
-                             f"a positive int or a tuple of {ndim} positive ints")
+                             f"a positive int or a tuple of {ndim} positive ints "
+                             f"(at most {MAX_SIZE})")
     with error_context(op):
         probe = ConvSpec(1, 1, kernel_size, tuple(size), stride=stride, padding=padding,
                          dilation=dilation)
