@@ -131,3 +131,96 @@ def test_backward_runs_only_the_needed_vjps(monkeypatch, strategy, needs):
     y.sum().backward()
     wanted = [op for op, need in zip(("input_vjp", "weight_vjp"), needs) if need]
     assert compiled == [(op, strategy) for op in wanted]
+
+
+def _transforms(f, x, w, tx, tw):
+    """Derivatives of f(x, w) that torch.func and forward-mode AD compute."""
+    loss = lambda a, b: f(a, b).pow(3).sum()  # noqa: E731
+    single = lambda b, a: loss(a[None], b)  # noqa: E731  (one sample)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual
+        tangent = torch.autograd.forward_ad.unpack_dual(f(dual(x, tx), dual(w, tw))).tangent
+    return {
+        "jvp": torch.func.jvp(f, (x, w), (tx, tw))[1],
+        "dual numbers": tangent,
+        "vmap": torch.func.vmap(lambda a: f(a[None], w)[0])(x),
+        "per-sample grad": torch.func.vmap(torch.func.grad(single), in_dims=(None, 0))(w, x),
+        "per-sample weights": torch.func.vmap(lambda b: f(x, b))(torch.stack([w, tw])),
+        "hvp": torch.func.jvp(torch.func.grad(lambda b: loss(x, b)), (w,), (tw,))[1],
+        "jacrev": torch.func.jacrev(lambda b: f(x[:1], b))(w),
+    }
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@settings(max_examples=4, deadline=None)
+@given(data=st.data())
+def test_torch_func_transforms_match_reference(ndim, strategy, data):
+    case = data.draw(conv_cases(ndim))
+    x, w, _ = case.tensors()
+    tx, tw = torch.randn_like(x), torch.randn_like(w)
+    actual = _transforms(lambda a, b: tnconv.conv(a, b, **case.kwargs(), strategy=strategy),
+                         x, w, tx, tw)
+    expected = _transforms(lambda a, b: conv_reference(a, b, case.spec), x, w, tx, tw)
+    for name, value in expected.items():
+        assert_close(actual[name], value, rtol=1e-10), name
+
+
+def _vjp_pair(conv):
+    """(input VJP (w, g), weight VJP (x, g)) of `conv`, by torch.func.vjp."""
+    def input_vjp(x_shape, w, g):
+        return torch.func.vjp(lambda v: conv(v, w), torch.zeros(x_shape, dtype=w.dtype))[1](g)[0]
+
+    def weight_vjp(x, w_shape, g):
+        return torch.func.vjp(lambda v: conv(x, v), torch.zeros(w_shape, dtype=x.dtype))[1](g)[0]
+    return input_vjp, weight_vjp
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("op", ["input_vjp", "weight_vjp", "input_jvp", "weight_jvp",
+                                "transpose_input_vjp", "transpose_weight_vjp"])
+def test_public_derivatives_under_torch_func(op, strategy):
+    x, w, g = rand(2, 4, 7, 6), rand(6, 2, 3, 2), rand(2, 6, 3, 6)
+    kw = dict(stride=(2, 1), padding=((1, 0), (1, 0)), groups=2)
+    ref_in, ref_w = _vjp_pair(lambda a, b: torch.nn.functional.conv2d(
+        torch.nn.functional.pad(a, (1, 0, 1, 0)), b, stride=(2, 1), groups=2))
+    tkw = dict(stride=(2, 1), padding=(1, 0), groups=2)
+    tref_in, tref_w = _vjp_pair(lambda a, b: torch.nn.functional.conv_transpose2d(
+        a, b, stride=(2, 1), padding=(1, 0), groups=2))
+    gt = rand(2, 4, 5, 7)  # cotangent of the transposed conv of a [2, 6, 3, 6] input
+    calls = {  # (tnconv, reference) as functions of two tensors
+        "input_vjp": (lambda a, b: tnconv.conv_input_vjp(x.shape, a, b, **kw, strategy=strategy),
+                      lambda a, b: ref_in(x.shape, a, b), (w, g)),
+        "weight_vjp": (lambda a, b: tnconv.conv_weight_vjp(a, w.shape, b, **kw,
+                                                           strategy=strategy),
+                       lambda a, b: ref_w(a, w.shape, b), (x, g)),
+        "input_jvp": (lambda a, b: tnconv.conv_input_jvp(a, b, **kw, strategy=strategy),
+                      lambda a, b: torch.func.jvp(lambda v: torch.nn.functional.conv2d(
+                          torch.nn.functional.pad(v, (1, 0, 1, 0)), b, stride=(2, 1),
+                          groups=2), (x,), (a,))[1], (x, w)),
+        "weight_jvp": (lambda a, b: tnconv.conv_weight_jvp(a, b, **kw, strategy=strategy),
+                       lambda a, b: torch.nn.functional.conv2d(
+                           torch.nn.functional.pad(a, (1, 0, 1, 0)), b, stride=(2, 1),
+                           groups=2), (x, w)),
+        "transpose_input_vjp": (
+            lambda a, b: tnconv.conv_transpose_input_vjp(g.shape, a, b, **tkw,
+                                                         strategy=strategy),
+            lambda a, b: tref_in(g.shape, a, b), (rand(6, 2, 3, 2), gt)),
+        "transpose_weight_vjp": (
+            lambda a, b: tnconv.conv_transpose_weight_vjp(a, (6, 2, 3, 2), b, **tkw,
+                                                          strategy=strategy),
+            lambda a, b: tref_w(a, (6, 2, 3, 2), b), (g, gt)),
+    }
+    ours, reference, (a, b) = calls[op]
+    ta, tb = torch.randn_like(a), torch.randn_like(b)
+    checks = {
+        "value": lambda f: f(a, b),
+        "jvp": lambda f: torch.func.jvp(f, (a, b), (ta, tb))[1],
+        "grad": lambda f: torch.func.grad(lambda u, v: f(u, v).pow(3).sum(), (0, 1))(a, b),
+        "vmap": lambda f: torch.func.vmap(f, in_dims=(None, 0))(a, torch.stack([b, tb])),
+        "vmap both": lambda f: torch.func.vmap(f)(torch.stack([a, ta]), torch.stack([b, tb])),
+    }
+    for name, check in checks.items():
+        actual, expected = check(ours), check(reference)
+        for u, v in zip(*(r if isinstance(r, tuple) else (r,) for r in (actual, expected))):
+            assert_close(u, v, rtol=1e-10), name

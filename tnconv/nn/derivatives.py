@@ -26,6 +26,7 @@ from ..compiler import Compiled, compile
 from ..errors import argument_error
 from ..spec import ConvSpec, error_context
 from ._arguments import check_groups, require_tensor, same_dtype, spatial_ndim
+from .autograd import convolve
 
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
 
@@ -89,9 +90,9 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
     """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
     key = ("input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, strategy)
-    return cached_call(key, lambda: _input_vjp_setup(
+    return convolve(weight, grad_output, cached_call(key, lambda: _input_vjp_setup(
         input_size, weight, grad_output, stride, padding, dilation, groups, padding_mode,
-        strategy)).run(weight, grad_output)
+        strategy)))
 
 
 def _input_vjp_setup(input_size, weight, grad_output, stride, padding, dilation, groups,
@@ -115,9 +116,11 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
     """
     key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
-    return cached_call(key, lambda: _weight_vjp_setup(
+    compiled = cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,
-        per_sample, strategy)).run(input, grad_output)
+        per_sample, strategy))
+    return compiled.run(input, grad_output) if per_sample else convolve(input, grad_output,
+                                                                        compiled)
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation, groups,
@@ -156,7 +159,8 @@ def _jvp(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tupl
     weight-shaped tensor, each given with its argument name; set up once per call site."""
     (_, x), (_, w) = input, weight
     key = (name, tensor_key(x), tensor_key(w), *hyper, strategy)
-    return cached_call(key, lambda: _jvp_setup(name, input, weight, hyper, strategy)).run(x, w)
+    return convolve(x, w, cached_call(key, lambda: _jvp_setup(name, input, weight, hyper,
+                                                               strategy)))
 
 
 def _jvp_setup(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tuple,

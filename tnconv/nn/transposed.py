@@ -95,9 +95,9 @@ def conv_transpose_input_vjp(input_size: Sequence[int], weight: torch.Tensor,
     """Gradient of `conv_transpose` with respect to its input of shape `input_size`."""
     key = ("transpose_input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, strategy)
-    return cached_call(key, lambda: _input_vjp_setup(
+    return convolve(weight, grad_output, cached_call(key, lambda: _input_vjp_setup(
         input_size, weight, grad_output, stride, padding, output_padding, groups, dilation,
-        strategy)).run(weight, grad_output)
+        strategy)))
 
 
 def _input_vjp_setup(input_size, weight, grad_output, stride, padding, output_padding, groups,
@@ -119,9 +119,11 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
     """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
     key = ("transpose_weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, per_sample, strategy)
-    return cached_call(key, lambda: _weight_vjp_setup(
+    compiled = cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, output_padding, groups, dilation,
-        per_sample, strategy)).run(input, grad_output)
+        per_sample, strategy))
+    return compiled.run(input, grad_output) if per_sample else convolve(input, grad_output,
+                                                                        compiled)
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_padding, groups,
