@@ -228,6 +228,18 @@ def test_patches_match_im2col(case, strategy):
     assert_close(TF.averaged_patches(x, **args, strategy=strategy), u.mean(-1))
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("kernel, stride", [(1, 1), (1, 2), (3, 1)])
+def test_patches_are_new_memory(kernel, stride, strategy):
+    x = rand(2, 3, 8)
+    kept = x.clone()
+    for p in (TF.patches(x, kernel, stride=stride, strategy=strategy),
+              tnconv.patches(torch.nn.Conv1d(3, 3, kernel, stride=stride), x, strategy=strategy)):
+        assert p.is_contiguous()
+        p.zero_()  # as F.unfold's, writing into the patches leaves x alone
+        assert_close(x, kept)
+
+
 # ------------------------------------------------------------------ N = 4
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("strategy", STRATEGIES)

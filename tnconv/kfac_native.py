@@ -96,7 +96,12 @@ def patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> Any:
     view = unfolded(spec, x)  # n, g, c, o…, k…
     order = (0, 1, *range(3, 3 + nd), 2, *range(3 + nd, 3 + 2 * nd))
     n, g = x.shape[0], spec.groups
-    return view.permute(order).reshape(n, g, prod(spec.output_size), -1)
+    result = view.permute(order).reshape(n, g, prod(spec.output_size), -1)
+    if result.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        # 1×1 kernels: the patches are x itself, reshaped; a caller writing into them
+        # must not change x (F.unfold and the TN route return new memory too)
+        return result.clone(memory_format=torch.contiguous_format)
+    return result.contiguous()
 
 
 def averaged_patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> torch.Tensor:
