@@ -185,6 +185,8 @@ def test_a_cached_call_does_not_answer_an_array(call, paired):
      "weight_size"),
     (lambda: tnconv.conv_input_vjp(X, rand(6, 2, 3, 3), rand(*G), groups=0), "groups"),
     (lambda: tnconv.conv(rand(*X), rand(*W), stride=(1,)), "stride"),
+    (lambda: tnconv.nn.functional.kfc(rand(*X), 3, groups=0), "groups"),
+    (lambda: tnconv.nn.functional.kfac_reduce(rand(*X), 3, groups=True), "groups"),
 ])
 def test_errors_name_the_argument_the_caller_passed(call, argument):
     with pytest.raises(TNConvError, match=f"argument '{argument}'"):

@@ -23,6 +23,7 @@ import torch
 from ..errors import argument_error
 from ..kfac import factor, patch_matrix
 from ..spec import ConvSpec, error_context
+from ._arguments import check_groups
 
 __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches"]
 
@@ -32,7 +33,8 @@ def _spec(op: str, x: Any, kernel_size, stride, padding, dilation, groups, paddi
     if not isinstance(x, torch.Tensor) or x.dim() < 3:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise argument_error(op, "x", shape, "a tensor [N, C, *spatial]")
-    spec = ConvSpec(x.shape[1], groups if isinstance(groups, int) else 1, kernel_size,
+    check_groups(op, groups)  # before it stands in for out_channels below
+    spec = ConvSpec(x.shape[1], groups, kernel_size,
                     tuple(x.shape[2:]), stride=stride, padding=padding, dilation=dilation,
                     groups=groups, padding_mode=padding_mode, transposed=transposed,
                     output_padding=output_padding)
