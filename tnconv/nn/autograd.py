@@ -46,8 +46,9 @@ _BATCH_CARRIER = {"forward": 0, "input_jvp": 0, "weight_jvp": 0, "input_vjp": 1,
                   "weight_vjp": None}
 
 
-def _apply(name: str, spec: Any, strategy: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return ConvFunction.apply(a, b, compile(name, spec, strategy=strategy))
+def _apply(name: str, like: Compiled, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Operation `name` of `like`'s spec and strategy, on (a, b)."""
+    return ConvFunction.apply(a, b, compile(name, like.spec, strategy=like.strategy))
 
 
 class ConvFunction(torch.autograd.Function):
@@ -62,9 +63,7 @@ class ConvFunction(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-        a, b, compiled = inputs
-        ctx.name, ctx.compiled = compiled.operation.name, compiled
-        ctx.spec, ctx.strategy = compiled.spec, compiled.strategy
+        a, b, ctx.compiled = inputs
         a_needs_grad, b_needs_grad = ctx.needs_input_grad[:2]
         ctx.save_for_backward(a if b_needs_grad else None, b if a_needs_grad else None)
         ctx.save_for_forward(a, b)
@@ -73,9 +72,9 @@ class ConvFunction(torch.autograd.Function):
     def backward(ctx: Any, cotangent: torch.Tensor) -> tuple[Optional[torch.Tensor], ...]:
         a, b = ctx.saved_tensors
         grads: list[Optional[torch.Tensor]] = [None, None, None]
-        for which, (name, arguments) in enumerate(_GRADIENTS[ctx.name]):
+        for which, (name, arguments) in enumerate(_GRADIENTS[ctx.compiled.operation.name]):
             if ctx.needs_input_grad[which]:
-                grads[which] = _apply(name, ctx.spec, ctx.strategy, *arguments(cotangent, a, b))
+                grads[which] = _apply(name, ctx.compiled, *arguments(cotangent, a, b))
         return tuple(grads)
 
     @staticmethod
