@@ -112,13 +112,17 @@ def _transformed(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def convolve(a: torch.Tensor, b: torch.Tensor, compiled: Compiled) -> torch.Tensor:
-    """`compiled(a, b)` for a compiled (transposed) convolution, its input or weight VJP
-    (not per sample) or JVP, differentiable and batchable by torch.func.
+    """`compiled(a, b)` for a compiled (transposed) convolution, its input or weight VJP or
+    JVP, differentiable and batchable by torch.func.
 
     The shapes of `a` and `b` must already match `compiled.spec`. Goes through
     `ConvFunction` only when autograd (reverse or forward mode) or a torch.func
-    transform sees the call; otherwise the compiled operation runs directly.
+    transform sees the call; otherwise the compiled operation runs directly. A
+    per-sample weight VJP is not in the bilinear family: it always runs directly
+    (differentiable by plain autograd through its torch operations).
     """
+    if compiled.options.get("per_sample"):
+        return compiled.run(a, b)
     if (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
             or _transformed(a, b)):
         return ConvFunction.apply(a, b, compiled)

@@ -116,11 +116,9 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
     """
     key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
-    compiled = cached_call(key, lambda: _weight_vjp_setup(
+    return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,
-        per_sample, strategy))
-    return compiled.run(input, grad_output) if per_sample else convolve(input, grad_output,
-                                                                        compiled)
+        per_sample, strategy)))
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation, groups,

@@ -119,11 +119,9 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
     """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
     key = ("transpose_weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, per_sample, strategy)
-    compiled = cached_call(key, lambda: _weight_vjp_setup(
+    return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, output_padding, groups, dilation,
-        per_sample, strategy))
-    return compiled.run(input, grad_output) if per_sample else convolve(input, grad_output,
-                                                                        compiled)
+        per_sample, strategy)))
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_padding, groups,
