@@ -80,9 +80,7 @@ class Compiled:
         return self.rewrite_result(batch_size).network
 
     def program_for(self, batch_size: int) -> EinsumProgram:
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise argument_error(f"Compiled({self.operation.name!r}).program_for", "batch_size",
-                                 batch_size, "a positive int")
+        _check_batch_size(f"Compiled({self.operation.name!r}).program_for", batch_size)
 
         def build() -> EinsumProgram:
             result = self.operation.result_shape(self.spec, batch_size, **self.options)
@@ -227,6 +225,11 @@ class Compiled:
         return f"Compiled({self.operation.name!r}, {self.spec})"
 
 
+def _check_batch_size(operation: str, batch_size: Any) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise argument_error(operation, "batch_size", batch_size, "a positive int")
+
+
 def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = True,
             batch_size: int = 1, **options: Any) -> Compiled:
     """Compile operation `op` (e.g. ``"forward"``, ``"unfold"``) for `spec`.
@@ -240,8 +243,7 @@ def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = 
     if strategy not in STRATEGIES:
         raise argument_error(f"compile({op!r})", "strategy", strategy,
                              ", ".join(repr(s) for s in STRATEGIES))
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise argument_error(f"compile({op!r})", "batch_size", batch_size, "a positive int")
+    _check_batch_size(f"compile({op!r})", batch_size)
     if not isinstance(rewrite, bool):
         raise argument_error(f"compile({op!r})", "rewrite", rewrite, "True or False")
     opts = operation.options(options)
