@@ -41,7 +41,7 @@ def _spatial(module: Any, name: str, ndim: int, operation: str, argument: str) -
     return tuple(value)
 
 
-def _check_weight(module: Any, ndim: int, operation: str, argument: str) -> None:
+def _check_weight(module: Any, kernel: tuple[int, ...], operation: str, argument: str) -> None:
     """The weight must be the one the hyper-parameters describe: torch's forward reads the
     kernel size from the weight, so a mutated `kernel_size` would give another factor."""
     name = type(module).__name__
@@ -52,7 +52,6 @@ def _check_weight(module: Any, ndim: int, operation: str, argument: str) -> None
                              "pass)")
     if weight is None:
         return
-    kernel = _spatial(module, "kernel_size", ndim, operation, argument)
     groups, transposed = module.groups, isinstance(module, TRANSPOSED_TYPES)
     channels = ((module.in_channels, module.out_channels // groups) if transposed
                 else (module.out_channels, module.in_channels // groups))
@@ -72,7 +71,11 @@ def spec_from_module(cls: Any, module: Any, x: Any, operation: str = "ConvSpec.f
         raise argument_error(operation, argument, type(module).__name__,
                              "torch.nn.Conv1d/2d/3d or ConvTranspose1d/2d/3d")
     ndim = _ndim(module)
-    _check_weight(module, ndim, operation, argument)
+    transposed = isinstance(module, TRANSPOSED_TYPES)
+    spatial = {name: _spatial(module, name, ndim, operation, argument)
+               for name in ("kernel_size", "stride", "padding", "dilation")
+               + (("output_padding",) if transposed else ())}
+    _check_weight(module, spatial["kernel_size"], operation, argument)
     if not isinstance(x, torch.Tensor) or x.dim() not in (ndim + 1, ndim + 2):
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise argument_error(operation, "x", shape,
@@ -81,10 +84,6 @@ def spec_from_module(cls: Any, module: Any, x: Any, operation: str = "ConvSpec.f
     if channels != module.in_channels:
         raise argument_error(operation, "x", f"tensor with {channels} channels",
                              f"{module.in_channels} channels, as {type(module).__name__}")
-    transposed = isinstance(module, TRANSPOSED_TYPES)
-    spatial = {name: _spatial(module, name, ndim, operation, argument)
-               for name in ("kernel_size", "stride", "padding", "dilation")
-               + (("output_padding",) if transposed else ())}
     return cls(in_channels=module.in_channels, out_channels=module.out_channels,
                input_size=tuple(x.shape[-ndim:]), groups=module.groups,
                padding_mode=module.padding_mode, transposed=transposed, **spatial)
