@@ -132,8 +132,8 @@ def test_leading_view_steps_run_as_one_as_strided_call(steps, strided):
     non-contiguous input, a storage offset and a tensor that requires grad take the
     steps one by one (the same values)."""
     view = View((2, 5, 6), steps)
-    prefix = view._strided_prefix
-    assert (prefix[0] if prefix else 0) == strided
+    done = view.strided_steps[0]
+    assert (done if done >= 2 else 0) == strided  # a single view step runs as it is
     base = rand(3, 5, 6)
     for x in (base[1:], base[1:].transpose(1, 2).contiguous().transpose(1, 2),
               base[1:].clone().requires_grad_(True)):

@@ -39,7 +39,7 @@ from .constants import to_torch
 from .fold_steps import FoldStep, fold_step
 from .gram import GramStep, gram_step
 from .plan_signatures import Signatures
-from .sum_steps import SumStep, sum_step, unmerged
+from .sum_steps import MaskedSumStep, SumStep, masked, sum_step, unmerged
 from .lower import EinsumProgram
 from .matmul_step import MatmulStep, matmul_step
 from .matrix_chain import MatrixChainStep, matrix_step
@@ -143,7 +143,7 @@ class ExecutionPlan:
         self._data_step_outputs = [
             reg for reg in self._step_outputs if self._registers[reg] is None]
         self._prune_and_chain()
-        self._sum_before_merging()
+        self._argument_sums(device, dtype)
         # Only permutations / sums of (views of) arguments: the result may alias an argument.
         self._may_alias = all(isinstance(s, (SumStep, _Alias)) for s in self._steps)
         self._scaled_argument = self._fold_scale()
@@ -177,10 +177,9 @@ class ExecutionPlan:
             return None
         last = self._steps[-1] if self._steps else None
         if isinstance(last, GramStep) and self._data_step_outputs[-1] == len(self._registers) - 1:
-            matrix = self._chain_matrix_of(last.register) if self.scale > 0 else None
-            if matrix is not None:  # √scale on a matrix feeding both copies: a plain bmm
-                self._registers[matrix] = self._registers[matrix] * self.scale ** 0.5
-            else:
+            # √scale on a constant feeding both copies: a plain bmm, with no `alpha` (whose
+            # `baddbmm` path costs tens of µs more than `bmm` in a cold cache)
+            if not (self.scale > 0 and self._scale_source(last.register, self.scale ** 0.5)):
                 self._steps[-1] = replace(last, alpha=last.alpha * self.scale)  # in the product
             self.scale = 1.0
             return None
@@ -197,6 +196,11 @@ class ExecutionPlan:
             self._registers[smallest] = self._registers[smallest] * self.scale
             self.scale = 1.0
             return None
+        for n, (step, out) in enumerate(zip(self._steps, self._data_step_outputs)):
+            if isinstance(step, MaskedSumStep) and out not in twice:
+                self._steps[n] = step.scaled(self.scale)
+                self.scale = 1.0
+                return None
         plain = [r for r in inputs if r < len(self.argument_shapes)
                  and self.argument_views[r] is None]
         smallest = min(plain, key=lambda r: prod(self.argument_shapes[r]), default=None)
@@ -205,22 +209,32 @@ class ExecutionPlan:
             return smallest
         return None
 
-    def _chain_matrix_of(self, register: int) -> Optional[int]:
-        """A constant matrix that only the matrix chain computing `register` reads, if any.
-
-        Scaling it scales `register` alone; a Gram step reading `register` then
-        carries the square of that factor, with no `alpha` (whose `baddbmm` path
-        costs tens of µs more than `bmm` in a cold cache).
-        """
+    def _scale_source(self, register: int, factor: float) -> bool:
+        """Put `factor` on a constant that only the step computing `register` reads (a matrix
+        chain's matrix, a masked sum's mask), so that it scales `register` alone; False
+        where there is none."""
         readers = Counter(r for step in self._steps for r in step.inputs)
-        producer = dict(zip(self._data_step_outputs, self._steps))
-        while isinstance(producer.get(register), _Alias) and readers[register] == 1:
-            register = producer[register].inputs[0]
-        step = producer.get(register)
-        if not isinstance(step, MatrixChainStep) or readers[register] != 1:
-            return None
-        return next((matrix for matrix, _, _ in step.matrices
-                     if readers[matrix] == 1 and self._registers[matrix] is not None), None)
+        producer = dict(zip(self._data_step_outputs, range(len(self._steps))))
+        while (register in producer and isinstance(self._steps[producer[register]], _Alias)
+               and readers[register] == 1):
+            register = self._steps[producer[register]].inputs[0]
+        if register not in producer or readers[register] != 1:
+            return False
+        n = producer[register]
+        step = self._steps[n]
+        if isinstance(step, (MaskedSumStep, SumStep)):
+            scaled = step.scaled(factor)
+            if scaled is not None:
+                self._steps[n] = scaled
+            return scaled is not None
+        if not isinstance(step, MatrixChainStep):
+            return False
+        matrix = next((matrix for matrix, _, _ in step.matrices
+                       if readers[matrix] == 1 and self._registers[matrix] is not None), None)
+        if matrix is None:
+            return False
+        self._registers[matrix] = self._registers[matrix] * factor
+        return True
 
     def _einsum(self, taken: list, out: tuple[str, ...]) -> torch.Tensor:
         equation = _local_equation([legs for _, legs, _ in taken], out)
@@ -316,12 +330,13 @@ class ExecutionPlan:
         self._steps = [step.bind(self._registers, tuple(self._sizes[leg] for leg in step.legs))
                        if isinstance(step, MatrixChainStep) else step for step in self._steps]
 
-    def _sum_before_merging(self) -> None:
-        """Sum steps on an argument's view read the view before its merging reshapes
-        (`tnconv.sum_steps.unmerged`), where that argument is read by nothing else."""
+    def _argument_sums(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Sum steps on an argument's view, where that argument is read by nothing else,
+        read the view before its merging reshapes (`tnconv.sum_steps.unmerged`), and a
+        strided selection runs as one product with a mask (`tnconv.sum_steps.masked`)."""
         readers = Counter(r for step in self._steps for r in step.inputs)
         shared = {r for pair in self._same_as.items() if readers[pair[0]] for r in pair}
-        views = list(self.argument_views)
+        views, shapes = list(self.argument_views), list(self.argument_shapes)
         for n, step in enumerate(self._steps):
             register = step.inputs[0]
             if (not isinstance(step, SumStep) or register >= len(views)
@@ -330,8 +345,12 @@ class ExecutionPlan:
                 continue
             found = unmerged(views[register], step)
             if found is not None:
-                views[register], self._steps[n] = found
-        self.argument_views = tuple(views)
+                views[register], step = found
+                self._steps[n] = step
+            found = masked(views[register], step, device, dtype)
+            if found is not None:
+                (shapes[register], self._steps[n]), views[register] = found, None
+        self.argument_views, self.argument_shapes = tuple(views), tuple(shapes)
 
     def __call__(self, *arguments: torch.Tensor) -> torch.Tensor:
         if self._strided is not None:

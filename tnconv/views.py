@@ -352,8 +352,8 @@ class View:
                    if step.copies and (windows or not isinstance(step, Window)))
 
     def apply_torch(self, x: Any) -> Any:
-        prefix = self._strided_prefix
-        if prefix is not None and x.is_contiguous() and not x.requires_grad:
+        prefix = self.strided_steps
+        if prefix[0] >= 2 and x.is_contiguous() and not x.requires_grad:
             done, size, stride, offset = prefix  # the first `done` steps: one as_strided
             x = x.as_strided(size, stride, x.storage_offset() + offset)
         else:
@@ -370,25 +370,27 @@ class View:
         return x
 
     @cached_property
-    def _strided_prefix(self) -> Optional[tuple]:
-        """(steps, size, stride, offset): how many leading steps only view a contiguous input,
-        and their result as one `as_strided` (found on a meta tensor); None if under two.
+    def strided_steps(self) -> tuple:
+        """(steps, size, stride, offset): how many leading steps only view a contiguous input
+        (0: none), and their result as one `as_strided` (found on a meta tensor).
 
         Slices, windows and merging reshapes of the base are each a torch call
-        (2-4 µs): an unfold of a 1×1 stride-2 convolution took nine.
+        (2-4 µs): an unfold of a 1×1 stride-2 convolution took nine. `apply_torch`
+        runs two or more of them as one `as_strided`.
         """
         import torch
 
         probe = torch.empty(prod(self.base_shape), device="meta")
-        x, done = probe.reshape(self.base_shape), 0
+        x = probe.reshape(self.base_shape)
+        found = (0, tuple(x.shape), x.stride(), x.storage_offset())
         for n, step in enumerate(self.steps, 1):
             if isinstance(step, Pad):
                 break
             x = step.torch(x)
             if x._base is not probe:
                 break
-            done, size, stride, offset = n, tuple(x.shape), x.stride(), x.storage_offset()
-        return (done, size, stride, offset) if done >= 2 else None
+            found = (n, tuple(x.shape), x.stride(), x.storage_offset())
+        return found
 
     def apply_numpy(self, x: np.ndarray) -> np.ndarray:
         x = np.reshape(x, self.base_shape)
