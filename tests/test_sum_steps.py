@@ -75,6 +75,8 @@ def test_a_stride_two_pointwise_kfac_reduce_is_one_masked_product_carrying_the_s
     x = rand(3, 6, 11, 10)
     ubar = x[:, :, ::2, ::2].mean((2, 3))
     assert_close(plan(x)[0], ubar.T @ ubar / 3)
+    strided = x.transpose(2, 3).contiguous().transpose(2, 3)  # the same values, laid out apart
+    assert_close(plan(strided)[0], ubar.T @ ubar / 3)
     conv = torch.nn.Conv2d(6, 4, 1, stride=2, bias=False)
     assert_close(tnconv.averaged_patches(conv, x, strategy="tn")[:, 0], ubar)
 
