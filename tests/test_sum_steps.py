@@ -10,7 +10,7 @@ import tnconv
 from tests.helpers import DEVICE, assert_close, rand
 from tnconv.execute import plan_for
 from tnconv.sum_steps import MaskedSumStep, SumStep, _merged_from, masked, sum_step, unmerged
-from tnconv.views import Pad, Reshape, Slice, View, Window
+from tnconv.views import Pad, Reshape, Slice, SplitLeg, View, Window
 
 
 def test_several_legs_of_a_large_tensor_are_summed_one_at_a_time(monkeypatch):
@@ -98,6 +98,8 @@ def test_a_masked_sum_counts_every_read_of_overlapping_windows():
      ("n", "c", "k")),  # a kept tap leg is no leading leg of x
     (View((2, 3, 12), (Pad(2, 1, 1, "zeros"), Slice(2, 0, 14, 2))), ("n", "c", "i"),
      ("n", "c")),  # padding is no selection
+    (View((2, 3, 12), (SplitLeg(2, (12, 1, 1)), Slice(4, 0, 1, 2))),
+     ("n", "c", "i", "a", "b"), ("n", "c", "i", "a")),  # more kept legs than x has
 ])
 def test_a_masked_sum_is_only_chosen_for_a_dense_enough_strided_selection(view, legs, out):
     assert masked(view, sum_step(0, legs, out), DEVICE, torch.float64) is None

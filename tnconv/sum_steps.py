@@ -164,6 +164,8 @@ def masked(view: View, step: SumStep, device: Any,
     if step.summed != tuple(range(kept, len(size))) or not step.summed or stride[-1] == 1:
         return None
     base = view.base_shape
+    if kept > len(base):  # the kept legs are no leading legs of the base
+        return None
     block = prod(base[kept:])
     leading_ok = all(size[d] == base[d] and (size[d] == 1 or stride[d] == prod(base[d + 1:]))
                      for d in range(kept))
