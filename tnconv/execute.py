@@ -9,7 +9,8 @@ index pattern is applied as a scatter-add and never built (`tnconv.fold_steps`);
 repeats an earlier one is not run again (`tnconv.plan_signatures`); overlapping
 window views meet the weight tap by tap, on the data in place (`tnconv.window_steps`); a result
 that is only a view of the argument (an unpadded unfold) is one `as_strided` and a copy;
-sums of one operand read an argument's view before its merging reshapes (`tnconv.sum_steps`). Plain torch calls (no
+sums of one operand read an argument's view before its merging reshapes, and a dense enough
+strided selection as one product with a mask (`tnconv.sum_steps`). Plain torch calls (no
 opt_einsum machinery at run time) keep the path friendly to `torch.compile`.
 
 >>> import torch
