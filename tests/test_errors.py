@@ -31,6 +31,9 @@ def spec(**changes):
     (dict(padding="same", stride=2), "padding", "'same' only with stride 1"),
     (dict(padding="full"), "padding", "'same' or 'valid'"),
     (dict(padding=8, padding_mode="reflect"), "padding", "at most 7"),
+    (dict(padding="same", kernel_size=(1, 18), padding_mode="reflect"), "padding",
+     "got 'same'; allowed: at most 7 in dim 1 for padding_mode='reflect' with input size 8 "
+     "('same' pads ((0, 0), (8, 9)) here)"),  # named as the caller wrote it
     (dict(padding=9, padding_mode="circular"), "padding", "at most 8"),
     (dict(padding_mode="mirror"), "padding_mode", "'zeros', 'circular', 'reflect', 'replicate'"),
     (dict(kernel_size=(3, 3, 3)), "kernel_size", "a tuple of 2 such ints"),

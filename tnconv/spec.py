@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 from .errors import TNConvError, argument_error
 from .index_pattern import PADDING_MODES, IndexPattern
@@ -154,14 +154,16 @@ class ConvSpec:
         if self.transposed and isinstance(self.padding, str):
             raise argument_error(_SPEC, "padding", self.padding,
                                  "ints or pairs for a transposed convolution (as torch)")
+        given = self.padding if isinstance(self.padding, str) else None
         object.__setattr__(self, "padding", _padding_pairs(
             self.padding, ndim, self.kernel_size, self.stride, self.dilation))
         if not isinstance(self.transposed, bool):
             raise argument_error(_SPEC, "transposed", self.transposed, "True or False")
-        self._check()
+        self._check(given)
 
     # ----------------------------------------------------------------- checks
-    def _check(self) -> None:
+    def _check(self, given_padding: Optional[str] = None) -> None:
+        """`given_padding`: the padding as the caller wrote it ('same'), for messages."""
         for name in ("in_channels", "out_channels"):
             if getattr(self, name) % self.groups:
                 raise argument_error(_SPEC, name, getattr(self, name),
@@ -175,9 +177,9 @@ class ConvSpec:
             if any(self.output_padding):
                 raise argument_error(_SPEC, "output_padding", self.output_padding,
                                      "0 unless transposed=True")
-            self._check_forward()
+            self._check_forward(given_padding)
 
-    def _check_forward(self) -> None:
+    def _check_forward(self, given_padding: Optional[str]) -> None:
         for d, (k, i, s, dil, (left, right)) in enumerate(zip(
                 self.kernel_size, self.input_size, self.stride, self.dilation, self.padding)):
             reach = dil * (k - 1) + 1
@@ -188,10 +190,12 @@ class ConvSpec:
                     f"padded input ({i} + {left} + {right})")
             limit = {"reflect": i - 1, "circular": i}.get(self.padding_mode)
             if limit is not None and max(left, right) > limit:
+                derived = ("" if given_padding is None
+                           else f" ({given_padding!r} pads {self.padding} here)")
                 raise argument_error(
-                    _SPEC, "padding", self.padding,
+                    _SPEC, "padding", given_padding or self.padding,
                     f"at most {limit} in dim {d} for padding_mode={self.padding_mode!r} "
-                    f"with input size {i}")
+                    f"with input size {i}{derived}")
 
     def _check_transposed(self) -> None:
         if self.padding_mode != "zeros":
