@@ -224,3 +224,39 @@ def test_public_derivatives_under_torch_func(op, strategy):
         actual, expected = check(ours), check(reference)
         for u, v in zip(*(r if isinstance(r, tuple) else (r,) for r in (actual, expected))):
             assert_close(u, v, rtol=1e-10), name
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_per_sample_weight_vjps_under_torch_func(strategy, transposed, groups):
+    """Per-sample weight VJPs run sample by sample under a transform: their compiled
+    steps (stride 1: tap products) write into buffers, which vmap and forward-mode AD
+    cannot see through."""
+    kw = dict(padding=1, groups=groups)
+    if transposed:  # x [3, 6, 5, 6] -> y [3, 4, 5, 5]; weight [6, 4/G, 3, 2]
+        shape, a, b = (6, 4 // groups, 3, 2), rand(3, 6, 5, 6), rand(3, 4, 5, 5)
+        public, conv = tnconv.conv_transpose_weight_vjp, torch.nn.functional.conv_transpose2d
+    else:  # x [3, 4, 7, 6] -> y [3, 6, 7, 7]; weight [6, 4/G, 3, 2]
+        shape, a, b = (6, 4 // groups, 3, 2), rand(3, 4, 7, 6), rand(3, 6, 7, 7)
+        public, conv = tnconv.conv_weight_vjp, torch.nn.functional.conv2d
+    summed = _vjp_pair(lambda p, q: conv(p, q, **kw))[1]
+
+    def ours(u, v):
+        return public(u, shape, v, **kw, per_sample=True, strategy=strategy)
+
+    def reference(u, v):
+        return torch.stack([summed(u[n:n + 1], shape, v[n:n + 1]) for n in range(u.shape[0])])
+
+    ta, tb = torch.randn_like(a), torch.randn_like(b)
+    checks = {
+        "value": lambda f: f(a, b),
+        "jvp": lambda f: torch.func.jvp(f, (a, b), (ta, tb))[1],
+        "vmap": lambda f: torch.func.vmap(f, in_dims=(None, 0))(a, torch.stack([b, tb])),
+        "vmap both": lambda f: torch.func.vmap(f)(torch.stack([a, ta]), torch.stack([b, tb])),
+        "grad": lambda f: torch.func.grad(lambda u, v: f(u, v).pow(3).sum(), (0, 1))(a, b),
+    }
+    for name, check in checks.items():
+        actual, expected = check(ours), check(reference)
+        for u, v in zip(*(r if isinstance(r, tuple) else (r,) for r in (actual, expected))):
+            assert_close(u, v, rtol=1e-10), name

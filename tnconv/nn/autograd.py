@@ -118,12 +118,27 @@ def convolve(a: torch.Tensor, b: torch.Tensor, compiled: Compiled) -> torch.Tens
     The shapes of `a` and `b` must already match `compiled.spec`. Goes through
     `ConvFunction` only when autograd (reverse or forward mode) or a torch.func
     transform sees the call; otherwise the compiled operation runs directly. A
-    per-sample weight VJP is not in the bilinear family: it always runs directly
-    (differentiable by plain autograd through its torch operations).
+    per-sample weight VJP runs directly (differentiable by plain autograd through its
+    torch operations); under forward-mode AD or a transform it runs sample by sample
+    (`_per_sample_by_sample`).
     """
     if compiled.options.get("per_sample"):
-        return compiled.run(a, b)
+        return _per_sample_by_sample(a, b, compiled) if _transformed(a, b) \
+            else compiled.run(a, b)
     if (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
             or _transformed(a, b)):
         return ConvFunction.apply(a, b, compiled)
     return compiled.run(a, b)
+
+
+def _per_sample_by_sample(a: torch.Tensor, b: torch.Tensor, compiled: Compiled) -> torch.Tensor:
+    """A per-sample weight VJP as one summed weight VJP per sample, stacked: each is in the
+    bilinear family, so forward-mode AD and torch.func transforms see it through
+    `ConvFunction` (N calls instead of one)."""
+    if a.shape[0] == 0:  # nothing to stack: the empty result, as the compiled step gives it
+        return compiled.run(a, b)
+    options = {**compiled.options, "per_sample": False}
+    summed = compile(compiled.operation.name, compiled.spec, strategy=compiled.strategy,
+                     rewrite=compiled.rewrite, **options)
+    return torch.stack([ConvFunction.apply(a[n:n + 1], b[n:n + 1], summed)
+                        for n in range(a.shape[0])])
