@@ -32,6 +32,8 @@ def conv_params(draw, ndims=(1, 2, 3), modes=PADDING_MODES, max_kernel=3):
         padding = kind
     if mode == "reflect":  # reflect needs padding < input size
         size = tuple(max(s, 4) for s in size)
+    elif mode == "circular":  # circular needs padding <= input size (torch wraps once)
+        size = tuple(max(s, 2) for s in size)
     batch = draw(st.integers(1, 3))
     return dict(ndim=ndim, in_channels=cin, out_channels=cout, kernel_size=kernel,
                 stride=stride, padding=padding, dilation=dilation, groups=groups,
