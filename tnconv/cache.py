@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Hashable, TypeVar
 
-from .errors import argument_error
+from .errors import positive_int
 
 __all__ = ["LRUCache", "kept", "set_cache_size", "clear_caches", "cache_info"]
 
@@ -111,8 +111,7 @@ def set_cache_size(maxsize: int) -> None:
     """Bound every tnconv cache to `maxsize` entries (least recently used evicted first),
     those of modules loaded later included."""
     global _bound
-    if not isinstance(maxsize, int) or isinstance(maxsize, bool) or maxsize < 1:
-        raise argument_error("set_cache_size", "maxsize", maxsize, "a positive int")
+    positive_int("set_cache_size", "maxsize", maxsize)
     _bound = maxsize
     for cache in _REGISTRY.values():
         cache.resize(maxsize)

@@ -21,7 +21,7 @@ import torch
 
 from .cache import LRUCache, kept
 from .cost import program_cost
-from .errors import TNConvError, argument_error
+from .errors import TNConvError, argument_error, positive_int
 from .execute import ExecutionPlan, plan_for
 from .lower import EinsumProgram, lower
 from .network import Network
@@ -80,7 +80,7 @@ class Compiled:
         return self.rewrite_result(batch_size).network
 
     def program_for(self, batch_size: int) -> EinsumProgram:
-        _check_batch_size(f"Compiled({self.operation.name!r}).program_for", batch_size)
+        positive_int(f"Compiled({self.operation.name!r}).program_for", "batch_size", batch_size)
 
         def build() -> EinsumProgram:
             result = self.operation.result_shape(self.spec, batch_size, **self.options)
@@ -225,11 +225,6 @@ class Compiled:
         return f"Compiled({self.operation.name!r}, {self.spec})"
 
 
-def _check_batch_size(operation: str, batch_size: Any) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise argument_error(operation, "batch_size", batch_size, "a positive int")
-
-
 def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = True,
             batch_size: int = 1, **options: Any) -> Compiled:
     """Compile operation `op` (e.g. ``"forward"``, ``"unfold"``) for `spec`.
@@ -243,7 +238,7 @@ def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = 
     if strategy not in STRATEGIES:
         raise argument_error(f"compile({op!r})", "strategy", strategy,
                              ", ".join(repr(s) for s in STRATEGIES))
-    _check_batch_size(f"compile({op!r})", batch_size)
+    positive_int(f"compile({op!r})", "batch_size", batch_size)
     if not isinstance(rewrite, bool):
         raise argument_error(f"compile({op!r})", "rewrite", rewrite, "True or False")
     opts = operation.options(options)

@@ -12,7 +12,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TNConvError", "argument_error", "path_argument"]
+__all__ = ["TNConvError", "argument_error", "path_argument", "positive_int"]
 
 
 class TNConvError(ValueError):
@@ -31,3 +31,11 @@ def path_argument(operation: str, value: Any, argument: str = "path") -> Path:
     if not isinstance(value, (str, PathLike)):
         raise argument_error(operation, argument, value, "a file name (str or pathlib.Path)")
     return Path(value)
+
+
+def positive_int(operation: str, argument: str, value: Any,
+                 allowed: str = "a positive int") -> int:
+    """`value` itself if it is an int >= 1 (True is no int here), else a `TNConvError`."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise argument_error(operation, argument, value, allowed)
+    return value

@@ -31,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import opt_einsum
 
-from .errors import TNConvError, argument_error
+from .errors import TNConvError, argument_error, positive_int
 
 __all__ = ["ExportedEinsum", "ExportedOperand", "BACKENDS", "export_program", "from_compiled",
            "load_einsum"]
@@ -246,9 +246,7 @@ def from_compiled(compiled: Any, batch_size: Optional[int] = None) -> ExportedEi
     """`compiled.to_einsum(batch_size)`: export its program for one batch size."""
     batch = compiled.batch_size if batch_size is None else batch_size
     operation = compiled.operation
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise argument_error(f"to_einsum ({operation.name})", "batch_size", batch,
-                             "a positive int")
+    positive_int(f"to_einsum ({operation.name})", "batch_size", batch)
     program = compiled.export_program(batch)
     shapes = operation.argument_shapes(compiled.spec, batch, **compiled.options)
     return export_program(program, operation.arguments, shapes,

@@ -30,7 +30,7 @@ from ._torch_modules import spec_from_module
 from .cache import LRUCache
 from .call_cache import cached_call
 from .compiler import STRATEGIES, compile
-from .errors import argument_error
+from .errors import argument_error, positive_int
 from .ops.kfac import REDUCTIONS, STRUCTURES
 from .position_sums import reduce_runner
 from .spec import ConvSpec, error_context
@@ -77,10 +77,8 @@ def _check_options(op: str, name: str, reduction: str, structure: str, flags: di
             raise argument_error(op, flag, value, "True or False")
     if strategy not in STRATEGIES:
         raise argument_error(op, "strategy", strategy, ", ".join(repr(s) for s in STRATEGIES))
-    if max_intermediate is not None and (not isinstance(max_intermediate, int)
-                                         or isinstance(max_intermediate, bool)
-                                         or max_intermediate < 1):
-        raise argument_error(op, "max_intermediate", max_intermediate, "None or a positive int")
+    if max_intermediate is not None:
+        positive_int(op, "max_intermediate", max_intermediate, "None or a positive int")
 
 
 def _per_sample(spec: ConvSpec, strategy: str, options: dict) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..errors import argument_error
+from ..errors import argument_error, positive_int
 
 __all__ = ["require_tensor", "batched", "spatial_ndim", "check_groups", "same_dtype"]
 
@@ -44,9 +44,7 @@ def batched(x: torch.Tensor, ndim: int, operation: str, name: str) -> tuple[torc
 def check_groups(operation: str, groups: Any) -> int:
     """`groups` itself, after checking it is a positive int (before any channel check
     that divides by it, so that a bad groups is reported as groups)."""
-    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
-        raise argument_error(operation, "groups", groups, "a positive int")
-    return groups
+    return positive_int(operation, "groups", groups)
 
 
 def same_dtype(operation: str, *tensors: tuple[str, torch.Tensor]) -> None:
