@@ -46,7 +46,7 @@ from .matmul_step import MatmulStep, matmul_step
 from .matrix_chain import MatrixChainStep, matrix_step
 from .window_steps import window_step
 
-__all__ = ["ExecutionPlan", "plan_for"]
+__all__ = ["ExecutionPlan", "plan_for", "shares_memory"]
 
 _PLANS = LRUCache(name="plans")
 
@@ -363,7 +363,7 @@ class ExecutionPlan:
         result = self._evaluate(arguments)
         if self.scale != 1:  # in place unless the result may be a view of an argument
             result = result * self.scale if self._may_alias else result.mul_(self.scale)
-        if self._may_alias and _shares_memory(result, arguments):
+        if self._may_alias and shares_memory(result, arguments):
             return result.clone(memory_format=torch.contiguous_format).view(self.result_shape)
         return result.contiguous().view(self.result_shape)
 
@@ -384,7 +384,8 @@ class ExecutionPlan:
         return registers[-1]
 
 
-def _shares_memory(result: torch.Tensor, arguments: tuple[torch.Tensor, ...]) -> bool:
+def shares_memory(result: torch.Tensor, arguments: tuple[torch.Tensor, ...]) -> bool:
+    """Whether `result` lies in the storage of one of `arguments` (is a view of it)."""
     storage = result.untyped_storage().data_ptr()
     return any(storage == a.untyped_storage().data_ptr() for a in arguments)
 

@@ -25,12 +25,14 @@ from typing import Any
 
 import torch
 
+from .execute import shares_memory
 from .gram import add_symmetric_product, mirror_upper
 from .native import pad_input
 from .position_sums import position_sums, reduce_runner
 from .spec import ConvSpec
 
 __all__ = ["unfolded", "kfc", "patches", "supported", "averaged_patches", "kfac_reduce"]
+
 
 def supported(spec: ConvSpec) -> bool:
     """Whether the strided-view route applies to `spec`."""
@@ -97,7 +99,7 @@ def patches(spec: ConvSpec, options: dict, x: torch.Tensor) -> Any:
     order = (0, 1, *range(3, 3 + nd), 2, *range(3 + nd, 3 + 2 * nd))
     n, g = x.shape[0], spec.groups
     result = view.permute(order).reshape(n, g, prod(spec.output_size), -1)
-    if result.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+    if shares_memory(result, (x,)):
         # 1×1 kernels: the patches are x itself, reshaped; a caller writing into them
         # must not change x (F.unfold and the TN route return new memory too)
         return result.clone(memory_format=torch.contiguous_format)
