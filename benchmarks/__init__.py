@@ -6,7 +6,9 @@ layers), `case` (their tensors), `references` (the PyTorch references), `ops`
 (references against the tnconv calls, per route), `timing` (interleaved medians
 and the correctness check), `memory` (extra peak memory), `overhead` (per-call
 cost), `summary` (ratios, geometric means, bars), `report` (Markdown), `plot`
-(PNG), `progress`, `runner` and `cli`.
+(PNG), `progress`, `runner` and `cli`; `floor` (``python -m benchmarks.floor``)
+puts KFAC-reduce next to a floor: a torch program that only reads the input once
+and writes a tensor of the factor's size.
 
 >>> from benchmarks.layers import LAYERS
 >>> len(LAYERS)

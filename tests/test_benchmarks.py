@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from benchmarks import references as ref
 from benchmarks.case import make_case
 from benchmarks.cli import main
+from benchmarks.floor import floor_call, measure_layer
+from benchmarks.floor import main as floor_main
 from benchmarks.layers import LAYERS, Layer
 from benchmarks.memory import measure_cpu_layer
 from benchmarks.ops import OPS
@@ -29,7 +31,7 @@ TINY_T = Layer("tiny_t", "test", 4, 6, 3, (5, 4), batch=3, stride=2, padding=1, 
 MODULES = ["benchmarks", "benchmarks.layers", "benchmarks.case", "benchmarks.references",
            "benchmarks.ops", "benchmarks.timing", "benchmarks.memory", "benchmarks.overhead",
            "benchmarks.summary", "benchmarks.report", "benchmarks.plot", "benchmarks.progress",
-           "benchmarks.runner", "benchmarks.cli"]
+           "benchmarks.runner", "benchmarks.cli", "benchmarks.floor"]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -75,6 +77,26 @@ def test_cli_writes_the_table_and_the_plot(tmp_path):
 
 
 @pytest.mark.skipif(DEVICE.type != "cpu", reason="the subprocess measures CPU memory")
+@pytest.mark.parametrize("layer", [TINY, TINY_T], ids=["tiny", "tiny_t"])
+def test_floor_reads_the_input_and_writes_the_factors_shape(layer):
+    case = make_case(layer, DEVICE)
+    factor = ref.kfac_reduce(case)
+    out = floor_call(case, factor.shape)()
+    assert out.shape == factor.shape and out.dtype == factor.dtype
+    assert torch.equal(out, torch.full_like(factor, case.x.sum().item()))
+    ratios = measure_layer(layer, DEVICE, repeats=1, warmup=0)
+    assert set(ratios) == {"auto", "tn", "floor"}
+    assert all(r is not None and r > 0 for r in ratios.values()), ratios
+
+
+def test_floor_cli_writes_its_table(tmp_path):
+    assert floor_main(["--layers", "wav2vec2_frontend", "--repeats", "1", "--out",
+                       str(tmp_path)]) == 0
+    rows = (tmp_path / "floor.md").read_text().splitlines()
+    assert any(row.startswith("| wav2vec2_frontend |") for row in rows)
+    assert rows[-1].startswith("| **geometric mean** |")
+
+
 def test_cpu_memory_subprocess_sees_the_unfolded_input():
     found = measure_cpu_layer("resnet_3x3", 1, ["kfac_reduce"], ["ref"], threads=1)
     unfolded = 64 * 9 * 56 * 56 * 4  # the im2col matrix, float32 (the result is tiny)
