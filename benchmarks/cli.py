@@ -33,7 +33,7 @@ from .progress import Progress
 from .report import markdown
 from .runner import Config, run_suite, steps
 
-__all__ = ["main", "parse_args"]
+__all__ = ["main", "parse_args", "git_commit"]
 
 _ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The checkout's short commit, marked when it has uncommitted changes."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_ROOT, text=True,
                               capture_output=True, timeout=10).stdout.strip()
@@ -91,7 +92,7 @@ def _meta(argv: list[str], args: argparse.Namespace, device: torch.device) -> di
         "command": "`python -m benchmarks " + " ".join(shlex.quote(a) for a in argv) + "`",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__,
-        "tnconv": f"{tnconv.__version__}, commit {_git_commit()}",
+        "tnconv": f"{tnconv.__version__}, commit {git_commit()}",
         "machine": f"{_machine(device)}, {args.threads} torch threads",
         "device kind": device.type,
         "timing": (f"{args.repeats} interleaved rounds of ref, auto, tn after {args.warmup} "

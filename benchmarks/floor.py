@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 from .case import Case, make_case
+from .cli import git_commit
 from .layers import Layer, select_layers
 from .ops import OPS, route_calls
 from .summary import geomean
@@ -127,8 +129,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows[layer.name] = measure_layer(layer, device, args.repeats)
         print(f"{layer.name}: " + ", ".join(f"{k} {_num(v)}" for k, v in rows[layer.name].items()),
               file=sys.stderr)
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = (f"# KFAC-reduce against its floor\n\n- command: `python -m benchmarks.floor "
-            f"{' '.join(argv)}`\n- {args.threads} torch threads, {device.type}, "
+            f"{' '.join(argv)}`\n- date: {date}, torch {torch.__version__}, commit "
+            f"{git_commit()}\n- {args.threads} torch threads, {device.type}, "
             f"{args.repeats} rounds, medians; ratios to the im2col reference\n\n"
             + floor_table(rows) + "\n")
     print(text)
