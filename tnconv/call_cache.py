@@ -47,8 +47,9 @@ def cached_call(key: tuple, build: Callable[[], T], typed: Optional[tuple] = Non
     part of the key whose types can differ (the caller's own arguments; by
     default the whole key): typing only those keeps a hit at a few µs.
     """
+    full = (key, _types(key if typed is None else typed))
     try:
-        hash(key)
-    except TypeError:
+        value = _CALLS.lookup(full)  # the hit path: no lock, the key hashed once
+    except TypeError:  # unhashable
         return build()
-    return _CALLS.get_or_create((key, _types(key if typed is None else typed)), build)
+    return _CALLS.get_or_create(full, build) if value is None else value

@@ -10,7 +10,7 @@ torch.Size([2, 27, 16])
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -83,15 +83,17 @@ def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
 
     `x` is [N, C, *spatial]; the number of spatial dimensions is read from `x`.
     """
-    key = ("unfold", tensor_key(x), kernel_size, stride, padding, dilation, padding_mode, strategy)
-    compiled = cached_call(key, lambda: _unfold_setup(x, kernel_size, stride, padding, dilation,
-                                                      padding_mode, strategy), typed=key[2:])
-    return compiled.run(x)
+    key = ("unfold", tensor_key(x), getattr(x, "device", None), kernel_size, stride, padding,
+           dilation, padding_mode, strategy)
+    run = cached_call(key, lambda: _unfold_setup(x, kernel_size, stride, padding, dilation,
+                                                 padding_mode, strategy), typed=key[3:])
+    return run(x)
 
 
 def _unfold_setup(x, kernel_size, stride, padding, dilation, padding_mode,
-                  strategy) -> Compiled:
-    """Validate `unfold`'s arguments; the compiled unfold."""
+                  strategy) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Validate `unfold`'s arguments; the compiled unfold's runner for inputs like x (its
+    shape, dtype and device are in the call-site key)."""
     op = "tnconv.unfold"
     with error_context(op):
         x = require_tensor(op, "x", x)
@@ -101,4 +103,5 @@ def _unfold_setup(x, kernel_size, stride, padding, dilation, padding_mode,
         if spec.ndim != ndim:
             raise argument_error(op, "kernel_size", kernel_size,
                                  f"an int or a tuple of {ndim} ints for a {ndim}d input")
-        return compile("unfold", spec, strategy=strategy)
+        compiled = compile("unfold", spec, strategy=strategy)
+        return compiled.run if x.shape[0] == 0 else compiled.runner_for(x)
