@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .cache import LRUCache
-from .errors import argument_error
+from .errors import argument_error, positive_int
 
 __all__ = ["IndexPattern", "PADDING_MODES", "materialize"]
 
@@ -47,14 +47,8 @@ class IndexPattern:
     mode: str = "zeros"
 
     def __post_init__(self) -> None:
-        def whole(value: Any, minimum: int) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-        for name, minimum in (("kernel_size", 1), ("stride", 1), ("dilation", 1),
-                              ("input_size", 1), ("output_size", 1)):
-            if not whole(getattr(self, name), minimum):
-                raise argument_error("IndexPattern", name, getattr(self, name),
-                                     f"an int >= {minimum}")
+        for name in ("kernel_size", "stride", "dilation", "input_size", "output_size"):
+            positive_int("IndexPattern", name, getattr(self, name), "an int >= 1")
         pair = self.padding  # negative in derived patterns (a VJP's crop), so any ints
         if not (isinstance(pair, tuple) and len(pair) == 2
                 and all(isinstance(p, int) and not isinstance(p, bool) for p in pair)):
