@@ -36,6 +36,7 @@ from .case import Case, make_case
 from .cli import git_commit
 from .layers import Layer, select_layers
 from .ops import OPS, route_calls
+from .runner import device_sync
 from .summary import geomean
 from .timing import time_cell
 
@@ -59,7 +60,7 @@ def measure_layer(layer: Layer, device: torch.device, repeats: int, warmup: int 
     """Time ratios to the reference of the default and TN routes and of the floor."""
     case = make_case(layer, device)
     calls = route_calls(OPS["kfac_reduce"], case, ("ref", "auto", "tn"))
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync = device_sync(device)
     routes = time_cell(calls, repeats, warmup, budget, sync)
     reference = calls["ref"]
     if isinstance(reference, str):

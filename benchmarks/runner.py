@@ -24,7 +24,7 @@ from .progress import Progress
 from .summary import Cell
 from .timing import RouteResult, time_cell
 
-__all__ = ["Config", "run_suite", "MEMORY_ROUTES", "APART_ROUTES"]
+__all__ = ["Config", "run_suite", "device_sync", "MEMORY_ROUTES", "APART_ROUTES"]
 
 #: Routes whose extra peak memory is measured (factors only).
 MEMORY_ROUTES = ("ref", "auto", "tn")
@@ -43,7 +43,9 @@ class Config:
     memory: bool = True
 
 
-def _sync(device: torch.device):
+def device_sync(device: torch.device) -> Callable[[], None]:
+    """What waits for `device`'s queued work: `torch.cuda.synchronize` on a GPU, nothing on
+    the CPU."""
     if device.type == "cuda":
         return lambda: torch.cuda.synchronize(device)
     return lambda: None
@@ -67,7 +69,7 @@ def _run_cell(config: Config, case, op: Op) -> Cell:
     calls = route_calls(op, case)
     if all(isinstance(calls[r], str) for r in calls if r != "ref"):
         calls["ref"] = calls["ref"] if isinstance(calls["ref"], str) else "n/a"
-    results = time_cell(calls, config.repeats, config.warmup, config.budget, _sync(config.device),
+    results = time_cell(calls, config.repeats, config.warmup, config.budget, device_sync(config.device),
                         apart=APART_ROUTES)
     if config.memory and op.factor and config.device.type == "cuda":
         for route in MEMORY_ROUTES:
