@@ -6,11 +6,11 @@ import torch
 
 from tests.helpers import DEVICE, rand
 from tests.references import conv_nd, unfold_nd
-from tnconv.execute import plan_for
-from tnconv.lower import lower
-from tnconv.network import Network
+from tnconv.runtime.execute import plan_for
+from tnconv.lower.program import lower
+from tnconv.ir.network import Network
 from tnconv.ops import get_operation
-from tnconv.spec import ConvSpec
+from tnconv.spec.conv_spec import ConvSpec
 
 
 def case(op: str, batch: int = 2, **spec: object) -> tuple[Network, ConvSpec, list[torch.Tensor]]:

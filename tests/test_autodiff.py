@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv import native
+from tnconv.runtime import native
 from tnconv.errors import TNConvError
 from tnconv.ops.autodiff import jvp_network, vjp_network
 from tnconv.ops.convolution import forward_network

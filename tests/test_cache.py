@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import tnconv
-from tnconv import execute, lower
+from tnconv.runtime import execute
+from tnconv.lower import program as lower
 from tnconv.cache import LRUCache
 from tests.helpers import assert_close, rand
 

@@ -230,7 +230,7 @@ def test_small_api_entry_points_reject_bad_arguments(tmp_path):
     exported = tnconv.compile("forward", spec()).to_einsum()
     with pytest.raises(TNConvError, match="save: argument 'path' got 3"):
         exported.save(3)
-    from tnconv.render import render
+    from tnconv.render.dot import render
     with pytest.raises(TNConvError, match="render: argument 'net'"):
         render(None, tmp_path / "a.dot")
     with pytest.raises(TNConvError, match="render: argument 'path' got None"):

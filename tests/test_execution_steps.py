@@ -8,10 +8,10 @@ import torch
 import tnconv
 from tests.helpers import DEVICE, assert_close, rand
 from tests.references import conv_nd
-from tnconv.execute import plan_for
-from tnconv.gram import GramStep
-from tnconv.shift_gemm import ShiftGemmOutputStep, ShiftTapStep
-from tnconv.tap_loop import TapLoopStep, TapOutputStep, tap_loop_step
+from tnconv.runtime.execute import plan_for
+from tnconv.runtime.gram import GramStep
+from tnconv.runtime.shift_gemm import ShiftGemmOutputStep, ShiftTapStep
+from tnconv.runtime.tap_loop import TapLoopStep, TapOutputStep, tap_loop_step
 
 
 def _steps(op: str, spec: tnconv.ConvSpec, batch: int) -> list:
@@ -45,7 +45,7 @@ def test_depthwise_forward_runs_tap_by_tap(stride, dilation, step):
 
 def test_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
     """Blocks smaller than the rows (and a last partial block) give the same result."""
-    import tnconv.shift_gemm as shift_gemm
+    import tnconv.runtime.shift_gemm as shift_gemm
 
     run = 31 * 35 + 33  # output rows at the padded width 35, the last one 33 wide
     monkeypatch.setattr(shift_gemm, "_BLOCK_BYTES", 5 * 2 * run * 8)  # 5, 5, 5, 5, 4 rows
@@ -59,7 +59,7 @@ def test_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
 def test_depthwise_weight_vjp_runs_one_product_per_tap(monkeypatch):
     """One batched dot product per tap and block of rows (18 rows in blocks of 7, the
     last one partial), the cotangent laid out once at the padded width."""
-    import tnconv.shift_gemm as shift_gemm
+    import tnconv.runtime.shift_gemm as shift_gemm
 
     run = 14 * 18 + 17  # 15 x 17 outputs at the padded width 18
     monkeypatch.setattr(shift_gemm, "_BLOCK_BYTES", 7 * 2 * run * 8)
@@ -102,7 +102,7 @@ def test_thin_channel_contractions_stay_one_einsum():
 
 
 def test_gram_step_takes_either_copy_first_without_a_transposing_copy():
-    from tnconv.gram import gram_step
+    from tnconv.runtime.gram import gram_step
 
     u = rand(3, 4, 5)  # legs n, c, o
     for output in (("c", "d"), ("d", "c")):
@@ -114,7 +114,7 @@ def test_gram_step_takes_either_copy_first_without_a_transposing_copy():
 
 def test_a_thin_gram_step_reads_a_contracted_first_operand_as_it_lies(monkeypatch):
     """KFAC-reduce's [N, D] mean patch: ūᵀ ū without a transposing copy of ū."""
-    from tnconv.gram import gram_step
+    from tnconv.runtime.gram import gram_step
 
     u = rand(4, 3, 5)  # legs n, c, k: contracted first
     step = gram_step(("n", "c", "k"), ("n", "d", "l"), (4, 3, 5), ("c", "k", "d", "l"),
@@ -125,7 +125,7 @@ def test_a_thin_gram_step_reads_a_contracted_first_operand_as_it_lies(monkeypatc
 
 
 def test_kfac_reduce_averages_the_input_once_and_meets_in_a_gram_step():
-    from tnconv.execute import _Alias
+    from tnconv.runtime.execute import _Alias
 
     spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(20, 20), padding=2, dilation=2)
     steps = _steps("kfac_reduce", spec, 3)
@@ -141,8 +141,8 @@ def test_kfac_reduce_averages_the_input_once_and_meets_in_a_gram_step():
 
 
 def test_a_scaled_permutation_never_writes_into_the_argument():
-    from tnconv.lower import lower
-    from tnconv.network import Network, Tensor
+    from tnconv.lower.program import lower
+    from tnconv.ir.network import Network, Tensor
 
     net = Network(tensors=(Tensor("X", ("n", "i"), "input"),), sizes=(("n", 2), ("i", 3)),
                   output=("i", "n"), scale=2.0)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tnconv
-from tnconv.execute import plan_for
-from tnconv.fold_steps import FoldStep, fold_step, is_fold
-from tnconv.index_pattern import PADDING_MODES, IndexPattern
+from tnconv.runtime.execute import plan_for
+from tnconv.runtime.fold_steps import FoldStep, fold_step, is_fold
+from tnconv.spec.index_pattern import PADDING_MODES, IndexPattern
 
 from .helpers import DEVICE, assert_close, rand
 
@@ -93,8 +93,8 @@ def test_strided_2d_transposed_conv_folds_each_dimension():
 def test_fold_first_path_is_not_taken_where_the_folded_tensor_grows():
     """Depthwise 3×3 with both patterns still dense (the phase orders without gathering):
     folding first would expand the cotangent 9×, so lowering keeps the dense path."""
-    from tnconv.lower import lower
-    from tnconv.rewrite import REWRITE_ORDERS, SCATTER, best_rewrite
+    from tnconv.lower.program import lower
+    from tnconv.rewrite.driver import REWRITE_ORDERS, SCATTER, best_rewrite
 
     spec = tnconv.ConvSpec(8, 8, kernel_size=3, padding=1, groups=8, input_size=(16, 16))
     compiled = tnconv.compile("input_vjp", spec, strategy="tn")

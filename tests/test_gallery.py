@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tnconv.cli import main
-from tnconv.gallery import gallery_entries
+from tnconv.render.gallery import gallery_entries
 from tnconv.ops import OPERATIONS
 
 COMMITTED = Path(__file__).resolve().parent.parent / "diagrams"

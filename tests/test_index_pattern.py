@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnconv.index_pattern import IndexPattern, materialize
+from tnconv.spec.index_pattern import IndexPattern, materialize
 from tests.helpers import DEVICE
 from tests.references import _pad_indices
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import tnconv
 from tests.helpers import DEVICE, assert_close, rand
-from tnconv.execute import plan_for
-from tnconv.matmul_step import MatmulStep, matmul_step
+from tnconv.runtime.execute import plan_for
+from tnconv.runtime.matmul_step import MatmulStep, matmul_step
 
 
 @given(st.data())

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import tnconv
 from tests.helpers import DEVICE, assert_close, rand
-from tnconv.execute import plan_for
-from tnconv.matrix_chain import MatrixChainStep, matrix_step
+from tnconv.runtime.execute import plan_for
+from tnconv.runtime.matrix_chain import MatrixChainStep, matrix_step
 
 
 @given(st.data())

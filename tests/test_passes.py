@@ -8,12 +8,12 @@ import pytest
 
 from tests.helpers import assert_close
 from tests.rewrite_helpers import case, reference, same_value, value
-from tnconv.cost import network_cost
-from tnconv.passes import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
+from tnconv.lower.cost import network_cost
+from tnconv.rewrite.rules import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
                            scatter_to_gather, selection_lowering, squeeze_size_one)
-from tnconv.passes.fusion import FusedConstant
-from tnconv.rewrite import SCATTER, rewrite
+from tnconv.rewrite.rules.fusion import FusedConstant
+from tnconv.rewrite.driver import SCATTER, rewrite
 
 C = dict(in_channels=2, out_channels=4)
 

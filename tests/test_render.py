@@ -12,9 +12,9 @@ import pytest
 
 import tnconv
 from tnconv.errors import TNConvError
-from tnconv.network import Network, Tensor
+from tnconv.ir.network import Network, Tensor
 from tnconv.ops import OPERATIONS
-from tnconv.render import render, to_dot
+from tnconv.render.dot import render, to_dot
 
 SPEC = tnconv.ConvSpec(4, 6, kernel_size=3, input_size=(7, 6), stride=(2, 1), padding=1,
                        groups=2)
@@ -107,8 +107,8 @@ def test_missing_dot_program(tmp_path, monkeypatch):
 
 
 def test_import_without_graphviz():
-    code = ("import sys; sys.modules['graphviz'] = None; import tnconv, tnconv.render, "
-            "tnconv.gallery; spec = tnconv.ConvSpec(1, 1, kernel_size=2, input_size=(3,)); "
+    code = ("import sys; sys.modules['graphviz'] = None; import tnconv, tnconv.render.dot, "
+            "tnconv.render.gallery; spec = tnconv.ConvSpec(1, 1, kernel_size=2, input_size=(3,)); "
             "print(tnconv.compile('forward', spec).to_dot().splitlines()[0])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)

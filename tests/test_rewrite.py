@@ -16,9 +16,9 @@ from tests.helpers import DEVICE, assert_close, rand
 from tests.references import conv_nd, unfold_nd
 from tests.rewrite_helpers import case, reference, same_value, value
 from tests.strategies import conv_params
-from tnconv.cost import network_cost
+from tnconv.lower.cost import network_cost
 from tnconv.ops import OPERATIONS
-from tnconv.rewrite import DEFAULT_RULES, EXPORT_RULES, SELECTION, RuleSet, rewrite
+from tnconv.rewrite.driver import DEFAULT_RULES, EXPORT_RULES, SELECTION, RuleSet, rewrite
 
 C = dict(in_channels=3, out_channels=4)
 
@@ -148,7 +148,7 @@ def test_export_program_has_no_views_and_the_same_value(device):
     compiled = tnconv.compile("forward", spec, strategy="tn", batch_size=2)
     program = compiled.export_program()
     assert all(op.view is None for op in program.operands)
-    from tnconv.execute import plan_for
+    from tnconv.runtime.execute import plan_for
 
     x, w = rand(2, 3, 6, 5), rand(4, 3, 2, 2)
     assert_close(plan_for(program, DEVICE, torch.float64)(x, w), compiled(x, w))

@@ -11,8 +11,8 @@ import tnconv
 from tests.helpers import DEVICE, assert_close, rand
 from tests.references import torch_conv
 from tests.strategies import conv_params
-from tnconv.execute import plan_for
-from tnconv.shift_gemm import ShiftGemmOutputStep, ShiftGemmStep, shift_gemm_step
+from tnconv.runtime.execute import plan_for
+from tnconv.runtime.shift_gemm import ShiftGemmOutputStep, ShiftGemmStep, shift_gemm_step
 
 
 def _steps(spec: tnconv.ConvSpec, batch: int, op: str = "forward", **options) -> list:

@@ -8,9 +8,9 @@ import torch
 
 import tnconv
 from tests.helpers import DEVICE, assert_close, rand
-from tnconv.execute import plan_for
-from tnconv.sum_steps import MaskedSumStep, SumStep, _merged_from, masked, sum_step, unmerged
-from tnconv.views import Pad, Reshape, Slice, SplitLeg, View, Window
+from tnconv.runtime.execute import plan_for
+from tnconv.runtime.sum_steps import MaskedSumStep, SumStep, _merged_from, masked, sum_step, unmerged
+from tnconv.ir.views import Pad, Reshape, Slice, SplitLeg, View, Window
 
 
 def test_several_legs_of_a_large_tensor_are_summed_one_at_a_time(monkeypatch):

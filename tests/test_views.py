@@ -13,11 +13,11 @@ import tnconv
 from tests.helpers import assert_close, rand
 from tests.references import pad as reference_pad
 from tests.rewrite_helpers import case, value
-from tnconv.lower import lower
-from tnconv.network import Network, Tensor
-from tnconv.passes import slice_index
-from tnconv.passes.slicing import SlicedConstant
-from tnconv.views import Dilate, Flip, Pad, Reshape, Slice, SplitLeg, Take, View, Window
+from tnconv.lower.program import lower
+from tnconv.ir.network import Network, Tensor
+from tnconv.rewrite.rules import slice_index
+from tnconv.rewrite.rules.slicing import SlicedConstant
+from tnconv.ir.views import Dilate, Flip, Pad, Reshape, Slice, SplitLeg, Take, View, Window
 
 
 def _both(view: View, x: torch.Tensor) -> torch.Tensor:

@@ -9,13 +9,13 @@ torch.Size([1, 3, 7])
 from importlib import import_module
 from typing import Any
 
-from .cache import cache_info, clear_caches, set_cache_size
-from .errors import TNConvError
-from .export import ExportedEinsum, load_einsum
-from .index_pattern import IndexPattern
-from .lower import EinsumProgram
-from .network import Network, Tensor
-from .spec import ConvSpec
+from tnconv.cache import cache_info, clear_caches, set_cache_size
+from tnconv.errors import TNConvError
+from tnconv.export.exported import ExportedEinsum, load_einsum
+from tnconv.spec.index_pattern import IndexPattern
+from tnconv.lower.program import EinsumProgram
+from tnconv.ir.network import Network, Tensor
+from tnconv.spec.conv_spec import ConvSpec
 
 __version__ = "0.1.0"
 
@@ -39,7 +39,7 @@ _LAZY.update({name: "nn.derivatives" for name in (
 _LAZY.update({name: "nn.transposed" for name in (
     "conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp", "fold",
     "unfold_transpose")})
-_LAZY.update({name: "kfac" for name in ("averaged_patches", "kfac_reduce", "kfc", "patches")})
+_LAZY.update({name: "nn.kfac" for name in ("averaged_patches", "kfac_reduce", "kfc", "patches")})
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from typing import Callable, Hashable, TypeVar
 
-from .errors import positive_int
+from tnconv.errors import positive_int
 
 __all__ = ["LRUCache", "kept", "set_cache_size", "clear_caches", "cache_info"]
 

@@ -19,7 +19,7 @@ import ast
 import sys
 from typing import Sequence
 
-from .errors import TNConvError
+from tnconv.errors import TNConvError
 
 __all__ = ["main", "EXAMPLES", "parse_conv", "parse_shape", "spec_from_arguments"]
 
@@ -66,7 +66,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def spec_from_arguments(args: argparse.Namespace):
     """(ConvSpec, batch size) from --example or --conv/--input-shape."""
-    from .spec import ConvSpec
+    from tnconv.spec.conv_spec import ConvSpec
 
     if args.conv is not None:
         if args.input_shape is None:
@@ -95,7 +95,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .compiler import compile
+    from tnconv.compiler import compile
 
     spec, batch = spec_from_arguments(args)
     compiled = compile(args.op, spec, batch_size=batch, strategy="tn")
@@ -104,7 +104,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .compiler import compile
+    from tnconv.compiler import compile
 
     spec, batch = spec_from_arguments(args)
     exported = compile(args.op, spec, batch_size=batch, strategy="tn").to_einsum()
@@ -115,7 +115,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _gallery(args: argparse.Namespace) -> int:
-    from .gallery import write_gallery
+    from tnconv.render.gallery import write_gallery
 
     for path in write_gallery(args.directory):
         print(f"wrote {path}")

@@ -19,15 +19,15 @@ from typing import Any, Callable
 
 import torch
 
-from .cache import LRUCache, kept
-from .cost import program_cost
-from .errors import TNConvError, argument_error, positive_int
-from .execute import ExecutionPlan, plan_for
-from .lower import EinsumProgram, lower
-from .network import Network
-from .ops import Operation, get_operation
-from .rewrite import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
-from .spec import ConvSpec
+from tnconv.cache import LRUCache, kept
+from tnconv.lower.cost import program_cost
+from tnconv.errors import TNConvError, argument_error, positive_int
+from tnconv.runtime.execute import ExecutionPlan, plan_for
+from tnconv.lower.program import EinsumProgram, lower
+from tnconv.ir.network import Network
+from tnconv.ops import Operation, get_operation
+from tnconv.rewrite.driver import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
+from tnconv.spec.conv_spec import ConvSpec
 
 __all__ = ["Compiled", "compile", "STRATEGIES"]
 
@@ -205,19 +205,19 @@ class Compiled:
     # ------------------------------------------------- diagrams and export
     def to_dot(self, stage: str = "rewritten") -> str:
         """Graphviz DOT source of the network at `stage` ("input" or "rewritten")."""
-        from .render import stage_network, to_dot
+        from tnconv.render.dot import stage_network, to_dot
 
         return to_dot(stage_network(self, stage))
 
     def render(self, path: Any, stage: str = "rewritten") -> Any:
         """Draw the network at `stage` to `path` (SVG or PNG, from the suffix); returns the path."""
-        from .render import render, stage_network
+        from tnconv.render.dot import render, stage_network
 
         return render(stage_network(self, stage), path)
 
     def to_einsum(self, batch_size: int | None = None) -> Any:
         """The program as a framework-free `ExportedEinsum` (numpy constants, no torch)."""
-        from .export import from_compiled
+        from tnconv.export.exported import from_compiled
 
         return from_compiled(self, batch_size)
 

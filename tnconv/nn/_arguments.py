@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..errors import argument_error, positive_int
+from tnconv.errors import argument_error, positive_int
 
 __all__ = ["require_tensor", "batched", "spatial_ndim", "check_groups", "same_dtype"]
 

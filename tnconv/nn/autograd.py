@@ -27,7 +27,7 @@ import torch
 from torch._C._functorch import is_functorch_wrapped_tensor
 from torch.autograd import forward_ad
 
-from ..compiler import Compiled, compile
+from tnconv.compiler import Compiled, compile
 
 __all__ = ["ConvFunction", "convolve"]
 

@@ -21,12 +21,12 @@ from typing import Any, Sequence
 
 import torch
 
-from ..call_cache import cached_call, tensor_key
-from ..compiler import Compiled, compile
-from ..errors import argument_error
-from ..spec import ConvSpec, error_context
-from ._arguments import check_groups, require_tensor, same_dtype, spatial_ndim
-from .autograd import convolve
+from tnconv.nn.call_cache import cached_call, tensor_key
+from tnconv.compiler import Compiled, compile
+from tnconv.errors import argument_error
+from tnconv.spec.conv_spec import ConvSpec, error_context
+from tnconv.nn._arguments import check_groups, require_tensor, same_dtype, spatial_ndim
+from tnconv.nn.autograd import convolve
 
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
 

@@ -14,13 +14,13 @@ from typing import Callable, Optional
 
 import torch
 
-from ..compiler import Compiled, compile
-from ..errors import argument_error
-from ..spec import ConvSpec, error_context
-from ._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
-from ..call_cache import cached_call, tensor_key
-from .autograd import convolve
-from .kfac_functional import averaged_patches, kfac_reduce, kfc, patches
+from tnconv.compiler import Compiled, compile
+from tnconv.errors import argument_error
+from tnconv.spec.conv_spec import ConvSpec, error_context
+from tnconv.nn._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
+from tnconv.nn.call_cache import cached_call, tensor_key
+from tnconv.nn.autograd import convolve
+from tnconv.nn.kfac_functional import averaged_patches, kfac_reduce, kfc, patches
 
 __all__ = ["conv", "kfac_reduce", "kfc", "unfold", "patches", "averaged_patches"]
 

@@ -20,10 +20,10 @@ from typing import Any, Optional
 
 import torch
 
-from ..errors import argument_error
-from ..kfac import factor, patch_matrix
-from ..spec import ConvSpec, error_context
-from ._arguments import check_groups
+from tnconv.errors import argument_error
+from tnconv.nn.kfac import factor, patch_matrix
+from tnconv.spec.conv_spec import ConvSpec, error_context
+from tnconv.nn._arguments import check_groups
 
 __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches"]
 

@@ -25,14 +25,14 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from ..compiler import Compiled, compile
-from ..errors import argument_error
-from ..spec import MAX_SIZE, ConvSpec, error_context
-from ._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
-from ..call_cache import cached_call, tensor_key
-from .autograd import convolve
-from .derivatives import expect_shape, full_shape, output_of, size_key
-from .functional import _add_bias
+from tnconv.compiler import Compiled, compile
+from tnconv.errors import argument_error
+from tnconv.spec.conv_spec import MAX_SIZE, ConvSpec, error_context
+from tnconv.nn._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
+from tnconv.nn.call_cache import cached_call, tensor_key
+from tnconv.nn.autograd import convolve
+from tnconv.nn.derivatives import expect_shape, full_shape, output_of, size_key
+from tnconv.nn.functional import _add_bias
 
 __all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp",
            "fold", "unfold_transpose"]

@@ -7,7 +7,7 @@ the vector-Jacobian product (`vjp_network`). Feeding a tangent in place of the
 tensor is the Jacobian-vector product (`jvp_network`). The same surgery works
 on every network, so the transposed convolution's VJPs come for free.
 
->>> from tnconv.spec import ConvSpec
+>>> from tnconv.spec.conv_spec import ConvSpec
 >>> from tnconv.ops.convolution import forward_network
 >>> fwd = forward_network(ConvSpec(2, 3, kernel_size=3, input_size=(6,)), batch=4)
 >>> vjp = vjp_network(fwd, "input")
@@ -23,11 +23,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..errors import TNConvError, argument_error
-from ..network import Network, Tensor
-from ..spec import ConvSpec
-from .convolution import forward_network, input_shape, output_shape
-from .registry import Operation, register
+from tnconv.errors import TNConvError, argument_error
+from tnconv.ir.network import Network, Tensor
+from tnconv.spec.conv_spec import ConvSpec
+from tnconv.ops.convolution import forward_network, input_shape, output_shape
+from tnconv.ops.registry import Operation, register
 
 __all__ = ["vjp_network", "jvp_network"]
 
@@ -99,7 +99,7 @@ register(Operation(
     result_shape=input_shape,
     description="vector-Jacobian product with respect to the input (cotangent grad_output)",
     batch_argument=1,
-    native="tnconv.native:conv_input_vjp",
+    native="tnconv.runtime.native:conv_input_vjp",
 ))
 
 register(Operation(
@@ -113,7 +113,7 @@ register(Operation(
                 "(per_sample=True keeps the batch leg: [N, *weight_shape])",
     defaults=(("per_sample", False),),
     choices=(("per_sample", (False, True)),),
-    native="tnconv.native:conv_weight_vjp",
+    native="tnconv.runtime.native:conv_weight_vjp",
 ))
 
 register(Operation(
@@ -123,7 +123,7 @@ register(Operation(
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), spec.weight_shape),
     result_shape=output_shape,
     description="Jacobian-vector product with respect to the input",
-    native="tnconv.native:conv_forward",
+    native="tnconv.runtime.native:conv_forward",
 ))
 
 register(Operation(
@@ -134,5 +134,5 @@ register(Operation(
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), spec.weight_shape),
     result_shape=output_shape,
     description="Jacobian-vector product with respect to the weight",
-    native="tnconv.native:conv_forward",
+    native="tnconv.runtime.native:conv_forward",
 ))

@@ -8,7 +8,7 @@ with one index pattern Π_d per spatial dimension. A transposed convolution is
 the same network with the roles of i and o exchanged in Π (its input carries
 the pattern's `o` leg) and the weight laid out [g, c_in, c_out, k…].
 
->>> from tnconv.spec import ConvSpec
+>>> from tnconv.spec.conv_spec import ConvSpec
 >>> net = forward_network(ConvSpec(4, 6, kernel_size=3, input_size=(8, 8), groups=2), 5)
 >>> [t.name for t in net.tensors], net.output
 (['X', 'W', 'Π1', 'Π2'], ('n', 'g', 'c_out', 'o1', 'o2'))
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from math import prod
 
-from ..network import Network, Tensor
-from ..spec import ConvSpec
-from .registry import Operation, register
+from tnconv.ir.network import Network, Tensor
+from tnconv.spec.conv_spec import ConvSpec
+from tnconv.ops.registry import Operation, register
 
 __all__ = ["forward_network", "unfold_network", "spatial", "conv_sizes"]
 
@@ -97,7 +97,7 @@ register(Operation(
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), spec.weight_shape),
     result_shape=output_shape,
     description="convolution (or transposed convolution) of the input with the weight",
-    native="tnconv.native:conv_forward",
+    native="tnconv.runtime.native:conv_forward",
 ))
 
 register(Operation(

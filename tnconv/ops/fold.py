@@ -6,7 +6,7 @@ added back onto the pixel it was read from. The argument is laid out as
 `torch.nn.functional.fold` takes it, [N, C·∏K, ∏O]; the result is
 [N, C, *input_size] for any number of spatial dimensions.
 
->>> from tnconv.spec import ConvSpec
+>>> from tnconv.spec.conv_spec import ConvSpec
 >>> net = fold_network(ConvSpec(2, 2, kernel_size=2, input_size=(5,)), batch=3)
 >>> net.output, net.with_role("input").indices
 (('n', 'g', 'c_in', 'i1'), ('n', 'g', 'c_in', 'k1', 'o1'))
@@ -14,11 +14,11 @@ added back onto the pixel it was read from. The argument is laid out as
 
 from __future__ import annotations
 
-from ..network import Network
-from ..spec import ConvSpec
-from .autodiff import vjp_network
-from .convolution import input_shape, unfold_network, unfold_shape
-from .registry import Operation, register
+from tnconv.ir.network import Network
+from tnconv.spec.conv_spec import ConvSpec
+from tnconv.ops.autodiff import vjp_network
+from tnconv.ops.convolution import input_shape, unfold_network, unfold_shape
+from tnconv.ops.registry import Operation, register
 
 __all__ = ["fold_network"]
 

@@ -15,7 +15,7 @@ Normalisations live in `Network.scale`, computed in Python floats.
 Transposed convolutions need no special case: their patterns already carry
 the legs (k, i, o) with i the transposed input.
 
->>> from tnconv.spec import ConvSpec
+>>> from tnconv.spec.conv_spec import ConvSpec
 >>> net = kfc_network(ConvSpec(2, 4, kernel_size=3, input_size=(6,)), 5)
 >>> net.output, net.scale == 1 / (5 * 4)
 (('g', 'c_in', 'k1', "c_in'", "k1'"), True)
@@ -26,11 +26,11 @@ from __future__ import annotations
 from math import prod
 from typing import Any
 
-from ..errors import argument_error
-from ..network import Network, Tensor
-from ..spec import ConvSpec
-from .convolution import conv_sizes, input_shape, spatial, unfold_network
-from .registry import Operation, register
+from tnconv.errors import argument_error
+from tnconv.ir.network import Network, Tensor
+from tnconv.spec.conv_spec import ConvSpec
+from tnconv.ops.convolution import conv_sizes, input_shape, spatial, unfold_network
+from tnconv.ops.registry import Operation, register
 
 __all__ = ["kfc_network", "kfac_reduce_network", "patches_network",
            "averaged_patches_network", "REDUCTIONS", "STRUCTURES"]
@@ -150,7 +150,7 @@ register(Operation(
     description="KFC (KFAC-expand) input factor [G, D, D]: Σ_{n,o} u uᵀ, normalised",
     defaults=_FACTOR_DEFAULTS,
     choices=_factor_choices("kfc"),
-    native="tnconv.kfac_native:kfc",
+    native="tnconv.runtime.kfac_native:kfc",
 ))
 
 register(Operation(
@@ -162,7 +162,7 @@ register(Operation(
     description="KFAC-reduce input factor [G, D, D]: (1/N) Σ_n ū ūᵀ, ū = mean_o u",
     defaults=_FACTOR_DEFAULTS,
     choices=_factor_choices("kfac_reduce"),
-    native="tnconv.kfac_native:kfac_reduce",
+    native="tnconv.runtime.kfac_native:kfac_reduce",
 ))
 
 register(Operation(
@@ -173,7 +173,7 @@ register(Operation(
     result_shape=lambda spec, batch: (batch, spec.groups, prod(spec.output_size),
                                       _patch_length(spec)),
     description="patch matrix [N, G, ∏O, D] (unfolded input, per group)",
-    native="tnconv.kfac_native:patches",
+    native="tnconv.runtime.kfac_native:patches",
 ))
 
 register(Operation(
@@ -183,5 +183,5 @@ register(Operation(
     argument_shapes=_input_shapes,
     result_shape=lambda spec, batch: (batch, spec.groups, _patch_length(spec)),
     description="patches averaged over output positions [N, G, D]",
-    native="tnconv.kfac_native:averaged_patches",
+    native="tnconv.runtime.kfac_native:averaged_patches",
 ))

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Callable, Optional
 
-from ..errors import argument_error
-from ..network import Network
+from tnconv.errors import argument_error
+from tnconv.ir.network import Network
 
 
 __all__ = ["Operation", "register", "get_operation", "OPERATIONS"]

@@ -1,0 +1,102 @@
+"""Constant fusion: contract a sub-network of constants once, into one symbolic constant.
+
+A group of constants linked by indices that only they carry (patterns sharing
+legs, or one pattern with a leg nobody else carries, e.g. Σ_o Π in
+KFAC-reduce) becomes one `FusedConstant`; its value is a hashable description
+of the contraction, materialised (and cached) like a pattern.
+
+>>> from tnconv.spec.conv_spec import ConvSpec
+>>> from tnconv.ops.convolution import unfold_network
+>>> net = unfold_network(ConvSpec(1, 1, kernel_size=2, input_size=(4,)), 1)
+>>> net = net.replace(output=("n", "g", "c_in", "k1")).pruned_sizes()   # Σ_o Π
+>>> fused = constant_fusion(net)
+>>> fused.tensors[-1].indices, to_numpy(fused.tensors[-1].value).tolist()
+(('k1', 'i1'), [[1.0, 1.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Hashable, Optional
+
+import numpy as np
+import opt_einsum
+
+from tnconv.ir.constants import register_constant, to_numpy
+from tnconv.lower.cost import network_cost
+from tnconv.ir.network import Network, Tensor
+
+__all__ = ["FusedConstant", "constant_fusion", "FUSION_LIMIT"]
+
+#: Largest dense constant (elements) fusion builds; larger groups are left to the selection rules.
+FUSION_LIMIT = 2 ** 22
+
+
+@dataclass(frozen=True)
+class FusedConstant:
+    """Σ over the legs not in `legs` of the product of `parts` ((value, legs) pairs)."""
+
+    parts: tuple[tuple[Hashable, tuple[str, ...]], ...]
+    sizes: tuple[tuple[str, int], ...]
+    legs: tuple[str, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        sizes = dict(self.sizes)
+        return tuple(sizes[i] for i in self.legs)
+
+    def to_numpy(self) -> np.ndarray:
+        symbol = {i: opt_einsum.get_symbol(n) for n, (i, _) in enumerate(self.sizes)}
+        terms = ["".join(symbol[i] for i in legs) for _, legs in self.parts]
+        equation = ",".join(terms) + "->" + "".join(symbol[i] for i in self.legs)
+        return opt_einsum.contract(equation, *[to_numpy(v) for v, _ in self.parts])
+
+    def describe(self) -> str:
+        summed = sorted({i for _, legs in self.parts for i in legs} - set(self.legs))
+        return f"fused {len(self.parts)} constant(s), summed over {', '.join(summed)}"
+
+
+register_constant(FusedConstant, FusedConstant.to_numpy)
+
+
+def _groups(net: Network) -> list[list[Tensor]]:
+    """Constants linked by indices no data tensor and no output carries, in network order."""
+    private = {i for i, _ in net.sizes if i not in net.output
+               and not any(i in t.indices for t in net.data_tensors)}
+    groups: list[list[Tensor]] = []
+    for t in net.constant_tensors:
+        linked = [g for g in groups if any(set(t.indices) & set(u.indices) & private for u in g)]
+        merged = [t] + [u for g in linked for u in g]
+        groups = [g for g in groups if g not in linked] + [merged]
+    return groups
+
+
+def _fuse(net: Network, group: list[Tensor]) -> Optional[Network]:
+    names = {t.name for t in group}
+    outside = {i for t in net.tensors if t.name not in names for i in t.indices}
+    legs = tuple(dict.fromkeys(i for t in group for i in t.indices
+                               if i in outside or i in net.output))
+    used = {i for t in group for i in t.indices}
+    if not legs or len(legs) == len(used):
+        return None  # nothing is summed inside the group
+    sizes = tuple((i, s) for i, s in net.sizes if i in used)
+    value = FusedConstant(tuple((t.value, t.indices) for t in group), sizes, legs)
+    if max(prod(value.shape), *(prod(net.shape_of(t)) for t in group)) > FUSION_LIMIT:
+        return None
+    fused = Tensor("F(" + ",".join(t.name for t in group) + ")", legs, "constant", value)
+    kept = tuple(t for t in net.tensors if t.name not in names)
+    return net.replace(tensors=kept + (fused,)).pruned_sizes().validate()
+
+
+def constant_fusion(net: Network) -> Optional[Network]:
+    """The first group of constants whose fusion does not make the network costlier."""
+    before = None
+    for group in _groups(net):
+        fused = _fuse(net, group)
+        if fused is None:
+            continue
+        before = before or network_cost(net)
+        if network_cost(fused).not_worse_than(before):
+            return fused
+    return None
