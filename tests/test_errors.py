@@ -213,6 +213,16 @@ def test_module_whose_weight_disagrees_with_its_hyper_parameters():
         tnconv.kfac_reduce(torch.nn.LazyConv2d(6, 3), rand(2, 4, 9, 9))
 
 
+@pytest.mark.parametrize("factor", [tnconv.kfc, tnconv.kfac_reduce])
+def test_a_cached_module_factor_still_checks_a_replaced_weight(factor):
+    """A cache hit never skips the validation a miss does (the weight is in the key)."""
+    conv, x = torch.nn.Conv2d(3, 3, 2, groups=3), rand(2, 3, 4, 4)
+    factor(conv, x)
+    conv.weight = torch.nn.Parameter(torch.rand(2, 2, 2, 2))
+    with pytest.raises(TNConvError, match="'conv'.*weight has shape"):
+        factor(conv, x)
+
+
 def test_small_api_entry_points_reject_bad_arguments(tmp_path):
     pattern = dict(kernel_size=3, stride=1, dilation=1, padding=(1, 1), input_size=4,
                    output_size=4, mode="zeros")

@@ -21,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from tnconv.errors import argument_error
-from tnconv.nn.kfac import factor, patch_matrix
+from tnconv.nn.factors import factor, patch_matrix
 from tnconv.spec.conv_spec import ConvSpec, error_context
 from tnconv.nn._arguments import check_groups
 
