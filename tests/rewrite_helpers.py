@@ -6,8 +6,8 @@ import torch
 
 from tests.helpers import DEVICE, rand
 from tests.references import conv_nd, unfold_nd
-from tnconv.runtime.execute import plan_for
-from tnconv.lower.program import lower
+from tnconv.runtime import runner
+from tnconv.lower import lower
 from tnconv.ir.network import Network
 from tnconv.ops import get_operation
 from tnconv.spec.conv_spec import ConvSpec
@@ -26,7 +26,7 @@ def case(op: str, batch: int = 2, **spec: object) -> tuple[Network, ConvSpec, li
 def value(net: Network, op: str, args: list[torch.Tensor]) -> torch.Tensor:
     """Contract `net` on `args` (the operation's arguments), in the network's output layout."""
     program = lower(net, get_operation(op).arguments, net.output_shape)
-    return plan_for(program, DEVICE, torch.float64)(*args)
+    return runner(program, DEVICE, torch.float64)(*args)
 
 
 def reference(op: str, spec: ConvSpec, args: list[torch.Tensor]) -> torch.Tensor:

@@ -8,15 +8,15 @@ import pytest
 import torch
 
 import tnconv
-from tnconv.runtime import execute
-from tnconv.lower import program as lower
+from tnconv.lower import lowering
+from tnconv.runtime import interpreter
 from tnconv.cache import LRUCache
 from tests.helpers import assert_close, rand
 
 
 def test_second_conv_call_reuses_program(monkeypatch):
     calls = {"lower": 0, "plan": 0}
-    real_lower, real_plan = lower.lower, execute.ExecutionPlan.__init__
+    real_lower, real_plan = lowering.lower, interpreter.Bound.__init__
 
     def counting_lower(*args, **kwargs):
         calls["lower"] += 1
@@ -27,7 +27,7 @@ def test_second_conv_call_reuses_program(monkeypatch):
         real_plan(self, *args, **kwargs)
 
     monkeypatch.setattr("tnconv.compiler.lower", counting_lower)
-    monkeypatch.setattr(execute.ExecutionPlan, "__init__", counting_plan)
+    monkeypatch.setattr(interpreter.Bound, "__init__", counting_plan)
     tnconv.clear_caches()
     x, w = rand(2, 3, 9, 9), rand(4, 3, 3, 3)
     first = tnconv.conv(x, w, padding=2, dilation=2, strategy="tn")

@@ -15,7 +15,7 @@ import tnconv
 from tnconv.cli import main
 from tnconv.errors import TNConvError
 from tnconv.export.exported import export_program
-from tnconv.lower.program import lower
+from tnconv.lower import lower
 from tnconv.ir.network import Network, Tensor
 from tnconv.ops import OPERATIONS
 from tests.helpers import assert_close, rand

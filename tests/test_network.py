@@ -8,7 +8,7 @@ import pytest
 
 import tnconv
 from tnconv import ConvSpec, Network, Tensor, TNConvError
-from tnconv.lower.program import lower
+from tnconv.lower import lower
 from tnconv.ops.convolution import forward_network, unfold_network
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import assert_close
 from tests.rewrite_helpers import case, reference, same_value, value
-from tnconv.lower.cost import network_cost
+from tnconv.lower import network_cost
 from tnconv.rewrite.rules import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
                            scatter_to_gather, selection_lowering, squeeze_size_one)

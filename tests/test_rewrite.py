@@ -16,7 +16,7 @@ from tests.helpers import DEVICE, assert_close, rand
 from tests.references import conv_nd, unfold_nd
 from tests.rewrite_helpers import case, reference, same_value, value
 from tests.strategies import conv_params
-from tnconv.lower.cost import network_cost
+from tnconv.lower import network_cost
 from tnconv.ops import OPERATIONS
 from tnconv.rewrite.driver import DEFAULT_RULES, EXPORT_RULES, SELECTION, RuleSet, rewrite
 
@@ -148,10 +148,10 @@ def test_export_program_has_no_views_and_the_same_value(device):
     compiled = tnconv.compile("forward", spec, strategy="tn", batch_size=2)
     program = compiled.export_program()
     assert all(op.view is None for op in program.operands)
-    from tnconv.runtime.execute import plan_for
+    from tnconv.runtime import runner
 
     x, w = rand(2, 3, 6, 5), rand(4, 3, 2, 2)
-    assert_close(plan_for(program, DEVICE, torch.float64)(x, w), compiled(x, w))
+    assert_close(runner(program, DEVICE, torch.float64)(x, w), compiled(x, w))
 
 
 def test_explain_lists_the_rules_with_costs():

@@ -13,7 +13,7 @@ import tnconv
 from tests.helpers import assert_close, rand
 from tests.references import pad as reference_pad
 from tests.rewrite_helpers import case, value
-from tnconv.lower.program import lower
+from tnconv.lower import lower
 from tnconv.ir.network import Network, Tensor
 from tnconv.rewrite.rules import slice_index
 from tnconv.rewrite.rules.slicing import SlicedConstant

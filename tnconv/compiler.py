@@ -15,18 +15,17 @@ abcef,bdcgh,gie,hjf->abdij
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
 from tnconv.cache import LRUCache, kept
-from tnconv.lower.cost import program_cost
 from tnconv.errors import TNConvError, argument_error, positive_int
-from tnconv.runtime.execute import ExecutionPlan, plan_for
-from tnconv.lower.program import EinsumProgram, lower
 from tnconv.ir.network import Network
+from tnconv.lower import EinsumProgram, Schedule, lower, price, schedule
 from tnconv.ops import Operation, get_operation
 from tnconv.rewrite.driver import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
+from tnconv.runtime.interpreter import Bound, bound
 from tnconv.spec.conv_spec import ConvSpec
 
 __all__ = ["Compiled", "compile", "STRATEGIES"]
@@ -54,7 +53,7 @@ class Compiled:
         self._programs = LRUCache(maxsize=16)
         self._rewrites = LRUCache(maxsize=16)
         self._exports = LRUCache(maxsize=16)
-        self._plans: dict[tuple, ExecutionPlan] = {}
+        self._plans: dict[tuple, Bound] = {}
         self._native = operation.native_route() if strategy == "auto" else None
         self._lock = threading.Lock()
 
@@ -107,6 +106,11 @@ class Compiled:
     @property
     def program(self) -> EinsumProgram:
         return self.program_for(self.batch_size)
+
+    def schedule(self, batch_size: Optional[int] = None) -> Schedule:
+        """The `Schedule` that runs the program for `batch_size` (default: `.batch_size`):
+        typed steps over registers, as the runtime interprets them."""
+        return schedule(self.program_for(self.batch_size if batch_size is None else batch_size))
 
     # ---------------------------------------------------------- executing
     def _check(self, tensors: tuple[torch.Tensor, ...]) -> int:
@@ -163,7 +167,7 @@ class Compiled:
 
     def runner_for(self, *tensors: torch.Tensor) -> Callable[..., torch.Tensor]:
         """What `run` calls for tensors like these (same batch size, device, dtype): the
-        execution plan itself where no native route applies, so callers that cache per
+        bound schedule itself where no native route applies, so callers that cache per
         input skip `run`'s dispatch."""
         if self._native is not None:
             return self.run
@@ -171,13 +175,13 @@ class Compiled:
         return self._plan(tensors[self.operation.batch_argument].shape[0], first.device,
                           first.dtype)
 
-    def _plan(self, batch: int, device: torch.device, dtype: torch.dtype) -> ExecutionPlan:
+    def _plan(self, batch: int, device: torch.device, dtype: torch.dtype) -> Bound:
         key = (batch, device, dtype)
         plan = self._plans.get(key)
         if plan is None:
             with self._lock:
                 plan = kept(self._plans, key,
-                            lambda: plan_for(self.program_for(batch), device, dtype))
+                            lambda: bound(self.schedule(batch), device, dtype))
         return plan
 
     # ---------------------------------------------------------- reporting
@@ -198,7 +202,9 @@ class Compiled:
             "network (before lowering):",
             net.describe(),
             self.program.describe(),
-            f"cost     {program_cost(self.program).describe()}",
+            f"cost     {price(self.program).describe()}",
+            "schedule (what runs, per call unless marked 'once'):",
+            self.schedule().describe(),
         ]
         return "\n".join(lines)
 

@@ -12,6 +12,7 @@ builder defaults to converting that array, cached per (value, device, dtype).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from tnconv.cache import LRUCache
 from tnconv.spec.index_pattern import IndexPattern, materialize
 
-__all__ = ["register_constant", "to_numpy", "to_torch"]
+__all__ = ["register_constant", "to_numpy", "to_torch", "Scaled", "signature"]
 
 _NUMPY_BUILDERS: dict[type, Callable[[Any], np.ndarray]] = {}
 _TORCH_BUILDERS: dict[type, Callable[[Any, Any, Any], Any]] = {}
@@ -52,3 +53,38 @@ def to_torch(value: Hashable, device: Any, dtype: Any) -> Any:
 
 
 register_constant(IndexPattern, lambda p: p.to_numpy(np.float64), materialize)
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """`factor` times the constant `value` (a scale moved onto a constant)."""
+
+    value: Hashable
+    factor: float
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(getattr(self.value, "shape"))
+
+    def to_numpy(self) -> np.ndarray:
+        return to_numpy(self.value) * self.factor
+
+    def describe(self) -> str:
+        inner = self.value.describe() if hasattr(self.value, "describe") else "a constant"
+        return f"{inner}, × {self.factor!r}"
+
+
+def _scaled_torch(value: Scaled, device: Any, dtype: Any) -> Any:
+    key = (value, str(device), dtype)
+    return _TORCH_CACHE.get_or_create(key, lambda: to_torch(value.value, device, dtype)
+                                      * value.factor)
+
+
+register_constant(Scaled, Scaled.to_numpy, _scaled_torch)
+
+
+def signature(value: Hashable) -> Hashable:
+    """A key under which equal constants compare equal, whatever their legs are named
+    (a constant kind with a `signature()` method defines it; else the value itself)."""
+    method = getattr(value, "signature", None)
+    return method() if callable(method) else value

@@ -23,6 +23,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from tnconv.ir.layout import Layout
 from tnconv.spec.index_pattern import IndexPattern
 
 __all__ = ["Pad", "Slice", "Take", "SplitLeg", "Reshape", "Window", "Flip", "Dilate", "View",
@@ -50,6 +51,9 @@ class Pad:
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return _at(shape, self.dim, (shape[self.dim] + self.left + self.right,))
+
+    def layout(self, x: Layout) -> Layout:
+        return Layout.contiguous(self.out_shape(x.shape), fresh=True)
 
     def source(self, size: int) -> np.ndarray:
         """Input pixel each padded position copies, -1 for a zero."""
@@ -89,6 +93,9 @@ class Slice:
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return _at(shape, self.dim, (len(range(self.start, self.stop, self.step)),))
 
+    def layout(self, x: Layout) -> Layout:
+        return x.slice(self.dim, self.start, self.stop, self.step)
+
     def torch(self, x: Any) -> Any:
         return x[_slicer(self.dim, slice(self.start, self.stop, self.step))]
 
@@ -108,6 +115,9 @@ class Take:
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return _at(shape, self.dim, (len(self.indices),))
+
+    def layout(self, x: Layout) -> Layout:
+        return Layout.contiguous(self.out_shape(x.shape), fresh=True)
 
     def torch(self, x: Any) -> Any:
         import torch
@@ -134,6 +144,9 @@ class SplitLeg:
             raise ValueError(f"cannot split a leg of size {shape[self.dim]} into {self.sizes}")
         return _at(shape, self.dim, self.sizes)
 
+    def layout(self, x: Layout) -> Layout:
+        return x.reshape(self.out_shape(x.shape))
+
     def torch(self, x: Any) -> Any:
         return x.reshape(self.out_shape(tuple(x.shape)))
 
@@ -154,6 +167,9 @@ class Reshape:
         if prod(shape) != prod(self.shape):
             raise ValueError(f"cannot reshape {shape} to {self.shape}")
         return self.shape
+
+    def layout(self, x: Layout) -> Layout:
+        return x.reshape(self.shape)
 
     def torch(self, x: Any) -> Any:
         return x.reshape(self.shape)
@@ -189,6 +205,12 @@ class Window:
         count = (shape[self.dim] - self.span) // self.step + 1
         return _at(shape, self.dim, (count, self.size))
 
+    def layout(self, x: Layout) -> Layout:
+        y = x.unfold(self.dim, self.span, self.step)
+        if self.dim + 2 < len(y.shape):
+            y = y.movedim(-1, self.dim + 1)
+        return y.slice(self.dim + 1, 0, self.span, self.dilation) if self.dilation > 1 else y
+
     def torch(self, x: Any) -> Any:
         y = x.unfold(self.dim, self.span, self.step)
         if self.dim + 2 < y.dim():  # the taps come last; move them next to their starts
@@ -219,6 +241,9 @@ class Flip:
     def torch(self, x: Any) -> Any:
         return x.flip(self.dim)
 
+    def layout(self, x: Layout) -> Layout:
+        return Layout.contiguous(x.shape, fresh=True)
+
     def numpy(self, x: np.ndarray) -> np.ndarray:
         return np.flip(x, self.dim)
 
@@ -236,6 +261,9 @@ class Dilate:
 
     def out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return _at(shape, self.dim, ((shape[self.dim] - 1) * self.factor + 1,))
+
+    def layout(self, x: Layout) -> Layout:
+        return Layout.contiguous(self.out_shape(x.shape), fresh=True)
 
     def torch(self, x: Any) -> Any:
         out = x.new_zeros(self.out_shape(tuple(x.shape)))
@@ -372,25 +400,27 @@ class View:
     @cached_property
     def strided_steps(self) -> tuple:
         """(steps, size, stride, offset): how many leading steps only view a contiguous input
-        (0: none), and their result as one `as_strided` (found on a meta tensor).
+        (0: none), and their result as one `as_strided` (`tnconv.ir.layout`, no torch).
 
         Slices, windows and merging reshapes of the base are each a torch call
         (2-4 µs): an unfold of a 1×1 stride-2 convolution took nine. `apply_torch`
         runs two or more of them as one `as_strided`.
         """
-        import torch
-
-        probe = torch.empty(prod(self.base_shape), device="meta")
-        x = probe.reshape(self.base_shape)
-        found = (0, tuple(x.shape), x.stride(), x.storage_offset())
+        x = Layout.contiguous(self.base_shape)
+        found = (0, x.shape, x.strides, x.offset)
         for n, step in enumerate(self.steps, 1):
-            if isinstance(step, Pad):
+            x = step.layout(x)
+            if x.fresh:
                 break
-            x = step.torch(x)
-            if x._base is not probe:
-                break
-            found = (n, tuple(x.shape), x.stride(), x.storage_offset())
+            found = (n, x.shape, x.strides, x.offset)
         return found
+
+    def layout(self) -> Layout:
+        """The layout of the view of a contiguous argument (`fresh` where a step copies)."""
+        x = Layout.contiguous(self.base_shape)
+        for step in self.steps:
+            x = step.layout(x)
+        return x
 
     def apply_numpy(self, x: np.ndarray) -> np.ndarray:
         x = np.reshape(x, self.base_shape)

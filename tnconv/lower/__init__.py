@@ -1,5 +1,9 @@
-"""Stage 5, lowering: `Network` -> `EinsumProgram` (equation, operands, contraction path),
-and the cost model that prices programs and networks (pure Python: no torch).
+"""Stage 5, lowering and scheduling (pure Python: no torch).
+
+`lower` turns a `Network` into an `EinsumProgram` (equation, operands, contraction
+path); `schedule` turns the program into a `Schedule` (typed steps over registers,
+chosen by rules and passes); the cost model (`price`, `network_cost`) prices a program
+as its schedule runs it, for the rewrite driver and the path choice alike.
 
 >>> from tnconv.spec import ConvSpec
 >>> from tnconv.ops.convolution import forward_network
@@ -8,6 +12,11 @@ and the cost model that prices programs and networks (pure Python: no torch).
 'abce,bdcf,fge->abdg'
 """
 
-from tnconv.lower.program import EinsumProgram, Operand, find_folds, lower, plan_path, walk_path
+from tnconv.lower.cost import Cost
+from tnconv.lower.lowering import lower, network_cost, price, schedule
+from tnconv.lower.paths import walk_path
+from tnconv.lower.program import EinsumProgram, Operand
+from tnconv.lower.schedule.model import Schedule
 
-__all__ = ["EinsumProgram", "Operand", "find_folds", "lower", "plan_path", "walk_path"]
+__all__ = ["Cost", "EinsumProgram", "Operand", "Schedule", "lower", "network_cost", "price",
+           "schedule", "walk_path"]

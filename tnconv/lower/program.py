@@ -9,7 +9,7 @@ largest-intermediate estimates, and the reshape to the user-facing result.
 >>> from tnconv.spec.conv_spec import ConvSpec
 >>> from tnconv.ops.convolution import forward_network
 >>> spec = ConvSpec(2, 3, kernel_size=3, input_size=(6, 6))
->>> prog = lower(forward_network(spec, 1), ("input", "weight"), (1, 3, 4, 4))
+>>> prog = lower_program(forward_network(spec, 1), ("input", "weight"), (1, 3, 4, 4))
 >>> prog.equation
 'abcef,bdcgh,gie,hjf->abdij'
 >>> [op.role for op in prog.operands]
@@ -18,18 +18,17 @@ largest-intermediate estimates, and the reshape to the user-facing result.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, replace
 from math import prod
-from typing import Hashable, Iterator, Optional
+from typing import Any, Hashable, Optional
 
 import opt_einsum
 
-from tnconv.runtime.fold_steps import is_fold
-from tnconv.spec.index_pattern import IndexPattern
 from tnconv.ir.network import Network, Tensor
+from tnconv.lower.paths import find_folds, fold_first_path, plan_path
+from tnconv.spec.index_pattern import IndexPattern
 
-__all__ = ["Operand", "EinsumProgram", "lower", "plan_path", "walk_path", "find_folds"]
+__all__ = ["Operand", "EinsumProgram", "lower_program", "fold_first"]
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class EinsumProgram:
     largest_intermediate: int
     symbols: tuple[tuple[str, str], ...]
     scale: float = 1.0
-    #: Per path step, the operand position of the index pattern it folds, or -1 (`tnconv.runtime.fold_steps`).
+    #: Per path step, the operand position of the index pattern it folds, or -1 (a scatter step).
     folds: tuple[int, ...] = ()
 
     @property
@@ -120,135 +119,23 @@ def _ordered_tensors(net: Network, arguments: tuple[str, ...]) -> list[Tensor]:
     return ordered + list(net.constant_tensors)
 
 
-def _reduce_dangling(inputs: list[str], output: str, shapes: list[tuple[int, ...]]):
-    """Sum out, tensor by tensor, the indices no other tensor and not the output carries.
-
-    Returns the single-operand path steps (in opt_einsum's pop-and-append
-    convention), the remaining operands and shapes, and the FLOPs spent. On
-    constants (e.g. Σ_o Π in KFAC-reduce) these steps run once per plan.
-    """
-    count: dict[str, int] = {}
-    for term in inputs + [output]:
-        for s in set(term):
-            count[s] = count.get(s, 0) + 1
-    terms, dims = list(inputs), list(shapes)
-    steps, flops = [], 0
-    for term, shape in zip(inputs, shapes):
-        kept = [(s, d) for s, d in zip(term, shape) if count[s] > 1]
-        if len(kept) == len(term):
-            continue
-        pos = terms.index(term)
-        steps.append((pos,))
-        flops += prod(shape)
-        del terms[pos], dims[pos]
-        terms.append("".join(s for s, _ in kept))
-        dims.append(tuple(d for _, d in kept))
-    return steps, terms, dims, flops
-
-
-def plan_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]]):
-    """Contraction path (dangling sums first, then opt_einsum's plan), FLOPs, largest intermediate."""
-    steps, terms, dims, flops = _reduce_dangling(inputs, output, shapes)
-    largest = max(prod(d) for d in dims[len(dims) - len(steps):]) if steps else 0
-    if len(terms) == 1:
-        return steps + [(0,)], flops + prod(dims[0]), max(largest, prod(dims[0]))
-    optimize = "optimal" if len(terms) <= 4 else "auto-hq"
-    path, info = opt_einsum.contract_path(
-        ",".join(terms) + "->" + output, *dims, shapes=True, optimize=optimize)
-    return (steps + [tuple(p) for p in path], flops + int(info.opt_cost),
-            max(largest, int(info.largest_intermediate)))
-
-
-def fold_first_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]],
-                    patterns: set[int]) -> Optional[list[tuple[int, ...]]]:
-    """A path that contracts everything but the index patterns first, then each pattern.
-
-    opt_einsum prices a pattern as the dense [K, O, I] tensor, so it expands
-    the data through the patterns first; where a pattern scatters, meeting it
-    last is a fold (`tnconv.runtime.fold_steps`), one pass over the data. None where no
-    pattern is left after the dangling sums.
-    """
-    steps, terms, dims, _ = _reduce_dangling(inputs, output, shapes)
-    live: list = list(range(len(inputs)))  # operand positions, then fresh ids for results
-    fresh = itertools.count(len(inputs))
-    for (pos,) in steps:
-        live.pop(pos)
-        live.append(next(fresh))
-    left = [x for x in live if x in patterns]
-    if not left:
-        return None
-    rest = [p for p, x in enumerate(live) if x not in patterns]
-    needed = set(output) | {s for p, x in enumerate(live) if x in patterns for s in terms[p]}
-    sub_terms = [terms[p] for p in rest]
-    sub_out = "".join(dict.fromkeys(s for t in sub_terms for s in t if s in needed))
-    sub_path: list = []
-    if len(rest) > 1:
-        sub_path, _ = opt_einsum.contract_path(
-            ",".join(sub_terms) + "->" + sub_out, *[dims[p] for p in rest], shapes=True,
-            optimize="optimal" if len(rest) <= 4 else "auto-hq")
-    path = list(steps)
-    for contract in sub_path:
-        others = [x for x in live if x not in patterns]
-        chosen = [others[p] for p in contract]
-        path.append(tuple(sorted(live.index(c) for c in chosen)))
-        live = [x for x in live if x not in chosen] + [next(fresh)]
-    current = next(x for x in live if x not in patterns)
-    for pattern in left:
-        path.append(tuple(sorted((live.index(current), live.index(pattern)))))
-        live = [x for x in live if x not in (current, pattern)] + [next(fresh)]
-        current = live[-1]
-    return path
-
-
-def walk_path(operands: tuple[Operand, ...], path: tuple[tuple[int, ...], ...],
-              output: tuple[str, ...]) -> Iterator[tuple[int, list, tuple[str, ...], bool]]:
-    """Walk `path` as execution runs it (opt_einsum's pop-and-append convention).
-
-    Yields (step number, the operands taken as (operand position or -1 for an
-    intermediate, legs, is constant), the step's output legs, whether every
-    operand taken is constant).
-    """
-    live = [(pos, op.indices, op.is_constant) for pos, op in enumerate(operands)]
-    for step_no, contract in enumerate(path):
-        taken = [live.pop(p) for p in sorted(contract, reverse=True)]
-        seen = dict.fromkeys(i for _, legs, _ in taken for i in legs)
-        rest = {i for _, legs, _ in live for i in legs} | set(output)
-        out = output if step_no == len(path) - 1 else tuple(i for i in seen if i in rest)
-        constant = all(c for _, _, c in taken)
-        live.append((-1, out, constant))
-        yield step_no, taken, out, constant
-
-
-def find_folds(operands: tuple[Operand, ...], path: tuple[tuple[int, ...], ...],
-               output: tuple[str, ...]) -> tuple[int, ...]:
-    """For each step of `path`: the operand position of the pattern it folds, or -1."""
-    folds = []
-    for _, taken, out, _ in walk_path(operands, path, output):
-        found = -1
-        if len(taken) == 2:
-            for (pos, legs, constant), (_, other, other_constant) in (taken, taken[::-1]):
-                if pos >= 0 and constant and not other_constant and is_fold(
-                        legs, operands[pos].value, operands[pos].shape, other, out):
-                    found = pos
-        folds.append(found)
-    return tuple(folds)
-
-
-def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...]) -> EinsumProgram:
-    """Lower `net` to an einsum program; `arguments` are the data roles in call order."""
+def lower_program(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...],
+                  optimize: Optional[str] = None) -> EinsumProgram:
+    """`net` as an einsum program with opt_einsum's path (`optimize`: its optimiser,
+    by default chosen by the operand count); `arguments` are the data roles in call order."""
     tensors = _ordered_tensors(net, arguments)
     symbols = {index: opt_einsum.get_symbol(pos) for pos, (index, _) in enumerate(net.sizes)}
     inputs = ["".join(symbols[i] for i in t.indices) for t in tensors]
     output = "".join(symbols[i] for i in net.output)
     shapes = [net.shape_of(t) for t in tensors]
-    path, flops, largest = plan_path(inputs, output, shapes)
+    path, flops, largest = plan_path(inputs, output, shapes, optimize)
     operands = tuple(
         Operand(t.name, t.role, t.indices, shape, t.value if t.is_constant else None,
                 None if t.is_constant else t.view)
         for t, shape in zip(tensors, shapes))
     if prod(net.output_shape) != prod(result_shape):
         raise ValueError(f"result shape {result_shape} does not fit output {net.output_shape}")
-    program = EinsumProgram(
+    return EinsumProgram(
         equation=",".join(inputs) + "->" + output,
         operands=operands,
         output_indices=net.output,
@@ -259,31 +146,28 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
         largest_intermediate=largest,
         symbols=tuple((i, symbols[i]) for i, _ in net.sizes),
         scale=net.scale,
-        folds=find_folds(operands, path, net.output),
+        folds=_folds(operands, path, net.output),
     )
-    patterns = {pos for pos, op in enumerate(operands) if isinstance(op.value, IndexPattern)}
-    alternative = fold_first_path(inputs, output, shapes, patterns) if patterns else None
-    if alternative is not None and alternative != list(program.path):
-        return _cheaper(program, replace(program, path=tuple(alternative), folds=find_folds(
-            operands, alternative, net.output)))
-    return program
 
 
-#: The fold-first path is taken only where the tensor it folds is at most this many
-#: times the largest argument: a larger one (depthwise and 3×3 layers, ∏K·C_in > C_out)
-#: measured slower than contracting with the dense patterns, whatever the FLOP count.
-FOLD_GROWTH_LIMIT = 4
+def _folds(operands: tuple[Operand, ...], path: Any, output: tuple[str, ...]) -> tuple[int, ...]:
+    return find_folds([op.indices for op in operands], [op.value for op in operands],
+                      [op.shape for op in operands], path, output)
 
 
-def _cheaper(program: EinsumProgram, folding: EinsumProgram) -> EinsumProgram:
-    """`folding` (the fold-first path) where it folds, stays small and the cost model prefers it."""
-    from tnconv.lower.cost import program_cost  # cost lowers networks: imported here, not at the top
-
-    if all(f < 0 for f in folding.folds):
-        return program
-    cost = program_cost(folding)
-    largest_argument = max(prod(op.shape) for op in folding.arguments)
-    if (cost.total >= program_cost(program).total
-            or cost.largest_intermediate > FOLD_GROWTH_LIMIT * largest_argument):
-        return program
-    return replace(folding, flops=2 * cost.flops, largest_intermediate=cost.largest_intermediate)
+def fold_first(program: EinsumProgram) -> Optional[EinsumProgram]:
+    """`program` along the path that meets every index pattern last (where that differs
+    and folds a pattern: `tnconv.lower.paths.fold_first_path`), else None."""
+    patterns = {pos for pos, op in enumerate(program.operands)
+                if isinstance(op.value, IndexPattern)}
+    if not patterns:
+        return None
+    inputs, output = program.equation.split("->")
+    alternative = fold_first_path(inputs.split(","), output,
+                                  [op.shape for op in program.operands], patterns)
+    if alternative is None or tuple(map(tuple, alternative)) == program.path:
+        return None
+    folds = _folds(program.operands, alternative, program.output_indices)
+    if all(f < 0 for f in folds):
+        return None
+    return replace(program, path=tuple(tuple(step) for step in alternative), folds=folds)

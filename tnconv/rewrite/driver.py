@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
-from tnconv.lower.cost import Cost, network_cost
+from tnconv.lower import Cost, network_cost
 from tnconv.ir.network import Network
 from tnconv.rewrite.rules import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
                      merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,

@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from tnconv.runtime.execute import shares_memory
-from tnconv.runtime.gram import add_symmetric_product, mirror_upper
+from tnconv.runtime.interpreter import shares_memory
+from tnconv.runtime.product import add_symmetric_product, mirror_upper
 from tnconv.runtime.native import pad_input
 from tnconv.runtime.position_sums import position_sums, reduce_runner
 from tnconv.spec.conv_spec import ConvSpec

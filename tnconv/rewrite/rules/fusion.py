@@ -24,7 +24,8 @@ import numpy as np
 import opt_einsum
 
 from tnconv.ir.constants import register_constant, to_numpy
-from tnconv.lower.cost import network_cost
+from tnconv.ir.equation import canonical
+from tnconv.lower import network_cost
 from tnconv.ir.network import Network, Tensor
 
 __all__ = ["FusedConstant", "constant_fusion", "FUSION_LIMIT"]
@@ -51,6 +52,15 @@ class FusedConstant:
         terms = ["".join(symbol[i] for i in legs) for _, legs in self.parts]
         equation = ",".join(terms) + "->" + "".join(symbol[i] for i in self.legs)
         return opt_einsum.contract(equation, *[to_numpy(v) for v, _ in self.parts])
+
+    def signature(self) -> tuple:
+        """The contraction with its legs renamed by first appearance: copies of one fused
+        constant (KFC's primed legs) share it."""
+        legs = [legs for _, legs in self.parts]
+        sizes = dict(self.sizes)
+        order = list(dict.fromkeys([i for term in legs for i in term] + list(self.legs)))
+        return ("fused", tuple(v for v, _ in self.parts), canonical(legs, self.legs),
+                tuple(sizes[i] for i in order))
 
     def describe(self) -> str:
         summed = sorted({i for _, legs in self.parts for i in legs} - set(self.legs))

@@ -1,0 +1,131 @@
+"""From an `EinsumProgram` to a `Schedule`: walk the path, pick each step by rules.
+
+Registers come first for the call's arguments (one per distinct view of an argument),
+then the symbolic constants (index patterns that a fold applies are never
+materialised: they get no register). The path is walked once (`walk_path`); a
+contraction of constants only becomes a `prepare` step (run once per device and
+dtype), any other one is either a common sub-expression of an earlier step (its
+result register is reused) or the step of the first rule in `RULES` that matches.
+The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
+
+>>> from tnconv.spec import ConvSpec
+>>> from tnconv.ops.convolution import forward_network
+>>> from tnconv.lower.program import lower_program
+>>> program = lower_program(forward_network(ConvSpec(2, 3, 3, input_size=(6,)), 1),
+...                         ("input", "weight"), (1, 3, 4))
+>>> [type(step).__name__ for step in build_steps(program).steps]
+['Einsum', 'Einsum']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Hashable, Optional
+
+from tnconv.ir.constants import signature as constant_signature
+from tnconv.ir.equation import canonical
+from tnconv.lower.paths import walk_path
+from tnconv.lower.schedule.einsum import einsum_rule
+from tnconv.lower.schedule.model import Argument, Constant, Schedule
+from tnconv.lower.schedule.product import gram_rule, matmul_rule, matrix_rule
+from tnconv.lower.schedule.reduce import reduce_rule
+from tnconv.lower.schedule.scatter import fold_rule
+from tnconv.lower.schedule.site import Operand, Site
+from tnconv.lower.schedule.windows import window_rule
+
+__all__ = ["RULES", "build_steps", "operand_registers"]
+
+#: The step rules, tried in this order; the first that returns a step is taken.
+RULES: tuple[Callable[[Site], Any], ...] = (
+    reduce_rule,   # one operand: a sum / permutation
+    fold_rule,     # a scattering pattern: a scatter-add, the pattern never built
+    gram_rule,     # two copies of one tensor: a symmetric product
+    window_rule,   # window views read in place (shift-GEMMs, tap loops)
+    matrix_rule,   # constant matrices on legs of data: a chain of products
+    matmul_rule,   # the last step, in the result's own layout
+    einsum_rule,   # anything else
+)
+
+
+@dataclass
+class _Registers:
+    """The register file as the builder fills it."""
+
+    operands: dict  # path id -> Operand (the rules' view of it)
+    arguments: list
+    constants: list
+    shapes: list
+
+    def new(self, shape: tuple[int, ...]) -> int:
+        self.shapes.append(tuple(shape))
+        return len(self.shapes) - 1
+
+
+def _slots(program: Any) -> _Registers:
+    """Registers for the arguments (copies of one view share one), then the constants."""
+    regs = _Registers({}, [], [], [])
+    roles, folded = program.roles, set(program.folds)
+    shared: dict[Hashable, int] = {}
+    for pos, op in enumerate(program.operands):
+        if op.is_constant:
+            continue
+        key = (roles.index(op.role), op.shape, op.view)
+        if key not in shared:
+            shared[key] = regs.new(op.shape)
+            regs.arguments.append(Argument(shared[key], key[0], op.shape, op.view))
+        regs.operands[pos] = Operand(shared[key], op.indices, False, None, op.view,
+                                     ("argument",) + key, argument=True)
+    for pos, op in enumerate(program.operands):
+        if not op.is_constant:
+            continue
+        sig = ("constant", constant_signature(op.value))
+        if pos in folded:  # applied by a fold step: symbolic only, no register
+            regs.operands[pos] = Operand(-1, op.indices, True, op.value, None, sig)
+            continue
+        register = regs.new(op.shape)
+        regs.constants.append(Constant(register, op.value, op.shape))
+        regs.operands[pos] = Operand(register, op.indices, True, op.value, None, sig)
+    return regs
+
+
+def build_steps(program: Any) -> Schedule:
+    """The schedule of `program` as the rules pick its steps (before the passes)."""
+    regs = _slots(program)
+    sizes = {i: n for op in program.operands for i, n in zip(op.indices, op.shape)}
+    prepare, steps = [], []
+    earlier: dict[Hashable, int] = {}  # step signature -> register
+    order = lambda taken: sorted(taken, key=lambda t: repr(regs.operands[t[0]].signature))  # noqa
+    legs = [op.indices for op in program.operands]
+    constant = [op.is_constant for op in program.operands]
+    for step in walk_path(legs, constant, program.path, program.output_indices, order):
+        taken = tuple(_with_legs(regs.operands[t], l) for t, l in zip(step.taken, step.legs))
+        key = ("step", tuple(op.signature for op in taken), canonical(
+            [op.legs for op in taken], step.out))
+        if key in earlier:  # a common sub-expression: reuse its register
+            regs.operands[step.result] = Operand(earlier[key], step.out, step.constant,
+                                                 signature=key)
+            continue
+        output = regs.new(tuple(sizes[i] for i in step.out))
+        earlier[key] = output
+        regs.operands[step.result] = Operand(output, step.out, step.constant, signature=key)
+        site = Site(taken, step.out, output, sizes, final=step.final)
+        if step.constant:
+            prepare.append(reduce_rule(site) or einsum_rule(site))
+        else:
+            steps.append(next(s for s in (rule(site) for rule in RULES) if s is not None))
+    result = regs.operands[len(program.operands) + len(program.path) - 1].register
+    return Schedule(tuple(regs.arguments), tuple(regs.constants), tuple(prepare), tuple(steps),
+                    result, tuple(program.result_shape), tuple(regs.shapes), scale=program.scale)
+
+
+def _with_legs(op: Operand, legs: tuple[str, ...]) -> Operand:
+    """`op` as the walk sees it now (a result's legs are those the walk gave it)."""
+    if op.legs == legs:
+        return op
+    return Operand(op.register, legs, op.constant, op.value, op.view, op.signature, op.argument)
+
+
+def operand_registers(program: Any) -> tuple[int, ...]:
+    """The register of each program operand (-1: a pattern a fold applies, not built)."""
+    regs = _slots(program)
+    return tuple(regs.operands[pos].register for pos in range(len(program.operands)))

@@ -1,0 +1,203 @@
+"""Passes over a built schedule, each a named function `Schedule -> Schedule`, run in order.
+
+- `merge_chains`: consecutive matrix chains on one tensor become one chain;
+- `sum_arguments`: a sum of an argument's view reads the view before its merging
+  reshapes, and a strided selection's sum becomes one product with counts;
+- `fold_scale`: the program's scale moves where it costs nothing per call (a constant,
+  a product's alpha, a sum), and only where it then scales the result exactly once;
+- `mark_views`: whether the result is only a view of the argument (one `as_strided`
+  and a copy per call) or may share its memory.
+
+Each pass leaves a schedule it has already processed unchanged (tested).
+
+>>> from tnconv.spec import ConvSpec
+>>> from tnconv.ops.kfac import kfac_reduce_network
+>>> from tnconv.lower.program import lower_program
+>>> from tnconv.lower.schedule.builder import build_steps
+>>> program = lower_program(kfac_reduce_network(ConvSpec(2, 2, 3, input_size=(6, 6)), 4),
+...                         ("input",), (1, 18, 18))
+>>> run_passes(build_steps(program)).scale
+1.0
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from math import prod
+from typing import Callable, Optional
+
+from tnconv.ir.constants import Scaled
+from tnconv.ir.layout import Layout
+from tnconv.lower.schedule.model import Argument, Constant, Schedule
+from tnconv.lower.schedule.product import Gram, MatrixChain, with_alpha
+from tnconv.lower.schedule.reduce import MaskedReduce, Reduce, masked, unmerged
+
+__all__ = ["PASSES", "run_passes", "merge_chains", "sum_arguments", "fold_scale",
+           "mark_views", "readers", "multiplicity"]
+
+
+def readers(schedule: Schedule) -> Counter:
+    """How many times per-call steps read each register (a Gram step reads its input twice)."""
+    count: Counter = Counter()
+    for step in schedule.steps:
+        for register in step.inputs:
+            count[register] += 2 if isinstance(step, Gram) else 1
+    return count
+
+
+def multiplicity(schedule: Schedule) -> Counter:
+    """How many times each register enters the result as a factor (every step is
+    multilinear in what it reads): scaling a register of multiplicity 1 scales the
+    result once."""
+    found: Counter = Counter({schedule.result: 1})
+    for step in reversed(schedule.prepare + schedule.steps):
+        times = found[step.output]
+        for register in step.inputs:
+            found[register] += times * (2 if isinstance(step, Gram) else 1)
+    return found
+
+
+def merge_chains(schedule: Schedule) -> Schedule:
+    """A matrix chain reading only the previous chain's result (read by nothing else)
+    joins it."""
+    count = readers(schedule)
+    steps: list = []
+    for step in schedule.steps:
+        last = steps[-1] if steps else None
+        if (isinstance(step, MatrixChain) and isinstance(last, MatrixChain)
+                and step.inputs[0] == last.output and count[last.output] == 1):
+            merged = last.then(step)
+            if merged is not None:
+                steps[-1] = merged
+                continue
+        steps.append(step)
+    return replace(schedule, steps=tuple(steps))
+
+
+def sum_arguments(schedule: Schedule) -> Schedule:
+    """Sums of an argument's view read by nothing else: before the view's trailing
+    merging reshapes (`unmerged`), and a strided selection as a masked product."""
+    count = readers(schedule)
+    arguments = {a.register: a for a in schedule.arguments}
+    constants, steps = list(schedule.constants), list(schedule.steps)
+    shapes = list(schedule.shapes)
+    for n, step in enumerate(steps):
+        argument = arguments.get(step.inputs[0])
+        if (not isinstance(step, Reduce) or argument is None or argument.view is None
+                or count[argument.register] != 1):
+            continue
+        found = unmerged(argument.view, step)
+        if found is not None:
+            view, step = found
+            argument = arguments[argument.register] = replace(argument, view=view,
+                                                              shape=view.shape)
+            steps[n] = step
+        found = masked(argument.view, step, len(shapes))
+        if found is not None:
+            shape, counts, steps[n] = found
+            arguments[argument.register] = Argument(argument.register, argument.argument, shape)
+            shapes[argument.register] = shape
+            constants.append(Constant(len(shapes), counts, counts.shape))
+            shapes.append(counts.shape)
+    return replace(schedule, arguments=tuple(arguments.values()), constants=tuple(constants),
+                   steps=tuple(steps), shapes=tuple(shapes))
+
+
+def _scale_register(schedule: Schedule, register: int, factor: float) -> Schedule:
+    """`register` (a constant, or a result of constants) times `factor`, once per bind."""
+    constants = list(schedule.constants)
+    for n, c in enumerate(constants):
+        if c.register == register:
+            constants[n] = Constant(register, Scaled(c.value, factor), c.shape)
+            return replace(schedule, constants=tuple(constants))
+    new = schedule.registers
+    prepare = schedule.prepare + (Reduce((register,), new, (), (), scale=factor),)
+    steps = tuple(replace(s, inputs=tuple(new if r == register else r for r in s.inputs))
+                  for s in schedule.steps)
+    return replace(schedule, prepare=prepare, steps=steps,
+                   shapes=schedule.shapes + (schedule.shapes[register],))
+
+
+def _known(schedule: Schedule) -> set[int]:
+    """Registers known without the call's data: constants and results of constants."""
+    return {c.register for c in schedule.constants} | {s.output for s in schedule.prepare}
+
+
+def _scale_source(schedule: Schedule, register: int, factor: float) -> Optional[Schedule]:
+    """`schedule` with `factor` put where it scales `register` exactly once: on the sums of
+    the step producing it, or on a constant only that step reads; None where there is none."""
+    count, known = readers(schedule), _known(schedule)
+    producer = {s.output: n for n, s in enumerate(schedule.steps)}
+    if register not in producer or count[register] != 2:  # the Gram's two reads
+        return None
+    n = producer[register]
+    step = schedule.steps[n]
+    if isinstance(step, Reduce):
+        scaled = step.scaled(factor)
+        if scaled is None:
+            return None
+        return replace(schedule, steps=schedule.steps[:n] + (scaled,) + schedule.steps[n + 1:])
+    if isinstance(step, (MaskedReduce, MatrixChain)):
+        only = [r for r in step.inputs[1:] if r in known and count[r] == 1]
+        if only:
+            return _scale_register(schedule, only[0], factor)
+    return None
+
+
+def fold_scale(schedule: Schedule) -> Schedule:
+    """Move the scale off the per-call result (see the module docstring)."""
+    scale = schedule.scale
+    if scale == 1:
+        return schedule
+    last = schedule.steps[-1] if schedule.steps else None
+    if isinstance(last, Gram) and last.output == schedule.result:
+        # √scale on a source feeding both copies keeps the product a plain bmm (no alpha,
+        # whose baddbmm path costs tens of µs more in a cold cache)
+        moved = _scale_source(schedule, last.inputs[0], scale ** 0.5) if scale > 0 else None
+        if moved is None:
+            steps = schedule.steps[:-1] + (with_alpha(last, scale),)
+            moved = replace(schedule, steps=steps)
+        return replace(moved, scale=1.0)
+    times, known = multiplicity(schedule), _known(schedule)
+    once = [r for r in known if times[r] == 1 and any(r in s.inputs for s in schedule.steps)]
+    if once:
+        smallest = min(once, key=lambda r: (prod(schedule.shapes[r]), r))
+        return replace(_scale_register(schedule, smallest, scale), scale=1.0)
+    plain = [a for a in schedule.arguments if a.view is None and times[a.register] == 1]
+    smallest = min(plain, key=lambda a: prod(a.shape), default=None)
+    if smallest is not None and prod(smallest.shape) < prod(schedule.result_shape):
+        return replace(schedule, scaled_argument=smallest.register)
+    return schedule
+
+
+def mark_views(schedule: Schedule) -> Schedule:
+    """`may_alias` where no step copies (only permutations: the result may be a view of
+    the argument), and `view_result` where it is exactly one strided view of a contiguous
+    single argument, found on symbolic layouts."""
+    if not all(isinstance(s, Reduce) and not s.summed for s in schedule.steps):
+        return replace(schedule, may_alias=False, view_result=None)
+    view = None
+    if schedule.scale == 1 and len(schedule.arguments) == 1:
+        argument = schedule.arguments[0]
+        layout = (argument.view.layout() if argument.view is not None
+                  else Layout.contiguous(argument.shape))
+        for step in schedule.steps:
+            if step.kept_shape:
+                layout = layout.reshape(step.kept_shape)
+            if step.permutation:
+                layout = layout.permute(step.permutation)
+        if not layout.fresh:
+            view = (layout.shape, layout.strides, layout.offset)
+    return replace(schedule, may_alias=True, view_result=view)
+
+
+#: The passes, in the order they run.
+PASSES: tuple[Callable[[Schedule], Schedule], ...] = (
+    merge_chains, sum_arguments, fold_scale, mark_views)
+
+
+def run_passes(schedule: Schedule) -> Schedule:
+    for schedule_pass in PASSES:
+        schedule = schedule_pass(schedule)
+    return schedule

@@ -1,0 +1,224 @@
+"""Runtime of the windows family: window views contracted on the data in place.
+
+Tap loops slice the data once per tap; the shift steps find each tap's contiguous run
+in a stride-1 window view (`_Runs`, from the view's actual strides) and run one
+batched product or multiply-add per tap. Where there is no contiguous run, or
+autograd records the step (a double backward differentiates the plan itself, and
+in-place accumulation into `out=` buffers cannot be recorded), a shift step runs its
+plain einsum instead.
+
+>>> import torch
+>>> from tnconv.lower.schedule.windows import TapLoop
+>>> x, w = torch.rand(2, 9, dtype=torch.float64), torch.rand(3, dtype=torch.float64)
+>>> step = TapLoop((0, 1), 2, "ab,->ab", ((( -1, -1, 0), (0,)), ((-1, -1, 1), (1,)),
+...                                       ((-1, -1, 2), (2,))), ((), (1, 1)), (0, 1))
+>>> torch.allclose(bind(step, [])([x.unfold(1, 3, 1), w, None]), torch.einsum(
+...     "nok,k->no", x.unfold(1, 3, 1), w))
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from tnconv.lower.schedule.windows import (ALL, ShiftGemm, ShiftGemmOutput, ShiftTap, TapLoop,
+                                           TapOutput)
+
+__all__ = ["bind"]
+
+Run = Callable[[Sequence[Any]], torch.Tensor]
+#: Bytes of rows that one block of a tap-by-tap step keeps in cache over all the taps.
+_BLOCK_BYTES = 2 ** 21
+
+
+def bind(step: Any, registers: Sequence[Any], device: Any = None) -> Run:
+    """The call of a windows-family step."""
+    if isinstance(step, TapLoop):
+        return _tap_loop(step)
+    if isinstance(step, TapOutput):
+        return _tap_output(step)
+    body = {ShiftGemm: _shift_gemm, ShiftGemmOutput: _shift_gemm_output,
+            ShiftTap: _shift_tap}[type(step)]
+    return _in_place(step, body)
+
+
+def _index(pick: tuple[int, ...]) -> tuple:
+    return tuple(slice(None) if p == ALL else p for p in pick)
+
+
+def _tap_loop(step: TapLoop) -> Run:
+    windowed, other = step.inputs
+    selections = [(_index(a), _index(b)) for a, b in step.selections]
+    if step.broadcast is not None:
+        order, shape = step.broadcast
+        permutation = step.permutation
+
+        def run(r: Sequence[Any]) -> torch.Tensor:
+            v, w = r[windowed], r[other]
+            (first_v, first_w), *rest = selections
+            total = v[first_v] * w[first_w].permute(order).reshape(shape)
+            for pick_v, pick_w in rest:
+                total.addcmul_(v[pick_v], w[pick_w].permute(order).reshape(shape))
+            return total.permute(permutation)
+
+        return run
+    equation = step.equation
+
+    def loop(r: Sequence[Any]) -> torch.Tensor:
+        v, w = r[windowed], r[other]
+        total = None
+        for pick_v, pick_w in selections:
+            part = torch.einsum(equation, v[pick_v], w[pick_w])
+            total = part if total is None else total.add_(part)
+        return total
+
+    return loop
+
+
+def _tap_output(step: TapOutput) -> Run:
+    windowed, other = step.inputs
+    order, shape = step.broadcast
+    selections = [(_index(a), _index(b)) for a, b in step.selections]
+
+    def run(r: Sequence[Any]) -> torch.Tensor:
+        v, w = r[windowed], r[other].permute(order).reshape(shape)
+        out = v.new_empty(step.out_shape)
+        for pick_v, place in selections:
+            out[place] = (v[pick_v] * w).sum(step.summed).permute(step.permutation)
+        return out
+
+    return run
+
+
+# ------------------------------------------------------------------ shift steps
+@dataclass(frozen=True)
+class _Runs:
+    """Each tap's run in a stride-1 window view: where it starts, how long it is."""
+
+    lead_shape: tuple[int, ...]
+    lead_strides: tuple[int, ...]
+    outputs: tuple[int, ...]
+    o_strides: tuple[int, ...]
+    taps: tuple[int, ...]
+    length: int
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, v: torch.Tensor, leading: int) -> Optional["_Runs"]:
+        """None where the window starts have no unit stride (no contiguous run)."""
+        strides, shape = v.stride(), tuple(v.shape)
+        o_strides, k_strides = strides[leading::2], strides[leading + 1::2]
+        if not o_strides or min(o_strides) != 1:
+            return None
+        outputs, taps = shape[leading::2], shape[leading + 1::2]
+        offsets = tuple(v.storage_offset() + sum(k * s for k, s in zip(tap, k_strides))
+                        for tap in itertools.product(*(range(k) for k in taps)))
+        length = sum((o - 1) * s for o, s in zip(outputs, o_strides)) + 1
+        return cls(shape[:leading], strides[:leading], outputs, o_strides, taps, length, offsets)
+
+    def row_stride(self) -> Optional[int]:
+        """The stride of the leading legs merged into one row leg (None where they do not)."""
+        if not self.lead_shape:
+            return None
+        shape, strides = self.lead_shape, self.lead_strides
+        if any(strides[d] != strides[d + 1] * shape[d + 1] for d in range(len(shape) - 1)):
+            return None
+        return strides[-1]
+
+    def positions(self, buffer: torch.Tensor, lead: tuple[int, ...]) -> torch.Tensor:
+        """The output positions [lead…, O…] of a contiguous [lead…, …, run] buffer."""
+        strides, step = [], self.length
+        for size in reversed(lead):
+            strides.append(step)
+            step *= size
+        return buffer.as_strided(lead + self.outputs, tuple(reversed(strides)) + self.o_strides)
+
+    def tap(self, v: torch.Tensor, t: int) -> torch.Tensor:
+        """[lead…, run] of tap t, read in place."""
+        return v.as_strided(self.lead_shape + (self.length,), self.lead_strides + (1,),
+                            self.offsets[t])
+
+
+def _leading(step: Any) -> int:
+    return step.leading if isinstance(step, ShiftTap) else sum(step.lead)
+
+
+def _in_place(step: Any, body: Callable) -> Run:
+    """`body` on the runs of the windowed operand, or the step's einsum where there are none."""
+    windowed, other = step.inputs
+    leading, equation = _leading(step), step.equation
+    needs_rows = isinstance(step, ShiftTap)
+
+    def run(r: Sequence[Any]) -> torch.Tensor:
+        v, w = r[windowed], r[other]
+        runs = None
+        if not (torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)):
+            runs = _Runs.of(v, leading)
+            if runs is not None and needs_rows and runs.row_stride() is None:
+                runs = None
+        if runs is None:
+            return torch.einsum(equation, v, w)
+        return body(step, v, w, runs)
+
+    return run
+
+
+def _shift_gemm(step: ShiftGemm, v: torch.Tensor, w: torch.Tensor, runs: _Runs) -> torch.Tensor:
+    batch, shared, free, contracted = step.sizes
+    rows, width, inner = prod(batch) * prod(shared), prod(free), prod(contracted)
+    weight = w.permute(step.weight_permutation).reshape(prod(shared), width, inner, -1)
+    # [taps, batch·shared, free, contracted]: the weight of every tap for every batch row
+    weight = weight.permute(3, 0, 1, 2).unsqueeze(1).expand(
+        -1, prod(batch), -1, -1, -1).reshape(-1, rows, width, inner)
+    out = v.new_empty(rows, width, runs.length)
+    for t in range(len(runs.offsets)):
+        data = runs.tap(v, t).reshape(rows, inner, runs.length)
+        if t == 0:
+            torch.bmm(weight[0], data, out=out)
+        else:
+            out.baddbmm_(weight[t], data)
+    return runs.positions(out, batch + shared + free).permute(step.permutation)
+
+
+def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
+                       runs: _Runs) -> torch.Tensor:
+    summed, shared, other_free, free = step.sizes
+    rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
+    padded = v.new_zeros(rows, width, runs.length)
+    runs.positions(padded, summed + shared + other_free).copy_(w.permute(step.other_permutation))
+    taps = len(runs.offsets)
+    total = v.new_empty(taps, rows, width, inner)
+    data = [runs.tap(v, t).reshape(rows, inner, runs.length).transpose(1, 2)
+            for t in range(taps)]
+    # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps.
+    block = max(1, _BLOCK_BYTES // ((width + inner) * runs.length * v.element_size()))
+    for start in range(0, rows, block):
+        rows_here = slice(start, start + block)
+        for t in range(taps):
+            torch.bmm(padded[rows_here], data[t][rows_here], out=total[t, rows_here])
+    total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
+    return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
+
+
+def _shift_tap(step: ShiftTap, v: torch.Tensor, w: torch.Tensor, runs: _Runs) -> torch.Tensor:
+    row_stride = runs.row_stride()
+    rows, length = prod(runs.lead_shape), runs.length
+    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
+    weight = weight.expand(*runs.lead_shape, -1).reshape(rows, -1).T.contiguous()
+    out = v.new_empty(rows, length)
+    block = max(1, _BLOCK_BYTES // (2 * length * v.element_size()))
+    for start in range(0, rows, block):
+        count = min(block, rows - start)
+        acc = out[start:start + count]
+        for t, offset in enumerate(runs.offsets):
+            data = v.as_strided((count, length), (row_stride, 1), offset + start * row_stride)
+            if t == 0:
+                torch.mul(data, weight[0, start:start + count, None], out=acc)
+            else:
+                acc.addcmul_(data, weight[t, start:start + count, None])
+    return runs.positions(out, runs.lead_shape).permute(step.permutation)
