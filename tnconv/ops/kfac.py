@@ -150,7 +150,6 @@ register(Operation(
     description="KFC (KFAC-expand) input factor [G, D, D]: Σ_{n,o} u uᵀ, normalised",
     defaults=_FACTOR_DEFAULTS,
     choices=_factor_choices("kfc"),
-    native="tnconv.runtime.kfac_native:kfc",
 ))
 
 register(Operation(
@@ -162,7 +161,6 @@ register(Operation(
     description="KFAC-reduce input factor [G, D, D]: (1/N) Σ_n ū ūᵀ, ū = mean_o u",
     defaults=_FACTOR_DEFAULTS,
     choices=_factor_choices("kfac_reduce"),
-    native="tnconv.runtime.kfac_native:kfac_reduce",
 ))
 
 register(Operation(
@@ -173,7 +171,6 @@ register(Operation(
     result_shape=lambda spec, batch: (batch, spec.groups, prod(spec.output_size),
                                       _patch_length(spec)),
     description="patch matrix [N, G, ∏O, D] (unfolded input, per group)",
-    native="tnconv.runtime.kfac_native:patches",
 ))
 
 register(Operation(
@@ -183,5 +180,4 @@ register(Operation(
     argument_shapes=_input_shapes,
     result_shape=lambda spec, batch: (batch, spec.groups, _patch_length(spec)),
     description="patches averaged over output positions [N, G, D]",
-    native="tnconv.runtime.kfac_native:averaged_patches",
 ))

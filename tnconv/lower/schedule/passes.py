@@ -6,7 +6,8 @@
 - `fold_scale`: the program's scale moves where it costs nothing per call (a constant,
   a product's alpha, a sum), and only where it then scales the result exactly once;
 - `mark_views`: whether the result is only a view of the argument (one `as_strided`
-  and a copy per call) or may share its memory.
+  and a copy per call) or may share its memory;
+- `prune`: what nothing reads is dropped (copies' constants, merged chain results).
 
 Each pass leaves a schedule it has already processed unchanged (tested).
 
@@ -34,7 +35,7 @@ from tnconv.lower.schedule.product import Gram, MatrixChain, with_alpha
 from tnconv.lower.schedule.reduce import MaskedReduce, Reduce, masked, unmerged
 
 __all__ = ["PASSES", "run_passes", "merge_chains", "sum_arguments", "fold_scale",
-           "mark_views", "readers", "multiplicity"]
+           "mark_views", "prune", "readers", "multiplicity"]
 
 
 def readers(schedule: Schedule) -> Counter:
@@ -192,9 +193,26 @@ def mark_views(schedule: Schedule) -> Schedule:
     return replace(schedule, may_alias=True, view_result=view)
 
 
+def prune(schedule: Schedule) -> Schedule:
+    """Drop steps, prepare steps and constants whose result nothing needs (the copies of
+    a shared sub-expression's inputs, a chain's merged intermediate results)."""
+    needed = {schedule.result}
+    if schedule.scaled_argument is not None:
+        needed.add(schedule.scaled_argument)
+    steps, prepare = [], []
+    for kept, group in ((steps, schedule.steps), (prepare, schedule.prepare)):
+        for step in reversed(group):
+            if step.output in needed:
+                kept.append(step)
+                needed.update(step.inputs)
+    constants = tuple(c for c in schedule.constants if c.register in needed)
+    return replace(schedule, steps=tuple(reversed(steps)), prepare=tuple(reversed(prepare)),
+                   constants=constants)
+
+
 #: The passes, in the order they run.
 PASSES: tuple[Callable[[Schedule], Schedule], ...] = (
-    merge_chains, sum_arguments, fold_scale, mark_views)
+    merge_chains, sum_arguments, fold_scale, mark_views, prune)
 
 
 def run_passes(schedule: Schedule) -> Schedule:
