@@ -12,14 +12,14 @@ import torch.nn.functional as F
 
 import tnconv
 from tnconv.errors import TNConvError
-from tnconv.export.batch_free import PROBE_BATCHES, batch_free_export
+from tnconv.export.batch_free import PROBE_PAIRS, batch_free_export
 from tnconv.ops import OPERATIONS
 from tests.helpers import assert_close, rand
 
 SPEC_2D = tnconv.ConvSpec(4, 6, kernel_size=3, input_size=(7, 6), stride=(2, 1), padding=1,
                           groups=2)
-#: kfc on these two: the rewrites chosen at batch sizes 2 and 3 differ (the export falls back
-#: to the unrewritten network); the transposed one has a batch-free output padding.
+#: kfc on the first two: the rewrites chosen at batch sizes 2 and 3 differ (the export tries
+#: 4 and 5); the transposed one has an output padding.
 OTHER_SPECS = {
     "3d": tnconv.ConvSpec(2, 2, kernel_size=2, input_size=(3, 4, 3), stride=(1, 2, 1)),
     "stride 2": tnconv.ConvSpec(1, 1, kernel_size=2, input_size=(6, 6), stride=2),
@@ -90,13 +90,27 @@ def test_every_operation_on_other_specs(name, spec):
         _check(exported, compiled, batch)
 
 
-def test_the_fallback_when_the_rewrites_differ_between_batch_sizes():
+def _agree(compiled, pair):
+    small, large = (compiled.export_program(b) for b in pair)
+    return small.equation == large.equation
+
+
+def test_the_next_pair_when_the_rewrites_differ_between_batch_sizes():
     compiled = tnconv.compile("kfc", OTHER_SPECS["stride 2"], strategy="tn")
-    small, large = (compiled.export_program(b) for b in PROBE_BATCHES)
-    assert small.equation != large.equation  # the premise: a cost-priced choice flips
+    assert not _agree(compiled, PROBE_PAIRS[0]) and _agree(compiled, PROBE_PAIRS[1])  # premise
+    exported = compiled.to_einsum()
+    assert len(exported.operands) == len(compiled.export_program(5).operands)
+    for batch in (1, 4, 9):
+        _check(exported, compiled, batch)
+
+
+def test_the_unrewritten_network_when_no_pair_agrees(monkeypatch):
+    compiled = tnconv.compile("kfc", OTHER_SPECS["stride 2"], strategy="tn")
+    monkeypatch.setattr("tnconv.export.batch_free.PROBE_PAIRS", PROBE_PAIRS[:1])
     exported = compiled.to_einsum()
     unrewritten = tnconv.compile("kfc", OTHER_SPECS["stride 2"], strategy="tn", rewrite=False)
     assert len(exported.operands) == len(unrewritten.export_program(3).operands)
+    assert len(exported.operands) != len(compiled.export_program(3).operands)
     for batch in (1, 4, 9):
         _check(exported, compiled, batch)
 
@@ -166,8 +180,8 @@ def test_programs_that_differ_beyond_the_batch_are_refused():
     """Where neither the rewritten nor the unrewritten programs agree at the probe sizes."""
     spec = SPEC_2D
     other = spec.replace(kernel_size=2)
-    programs = {PROBE_BATCHES[0]: tnconv.compile("forward", spec).export_program(2),
-                PROBE_BATCHES[1]: tnconv.compile("forward", other).export_program(3)}
+    programs = {b: tnconv.compile("forward", spec if b % 2 else other).export_program(b)
+                for pair in PROBE_PAIRS for b in pair}
     fake = SimpleNamespace(operation=OPERATIONS["forward"], spec=spec, options={},
                            rewrite=False, export_program=programs.__getitem__)
     with pytest.raises(TNConvError, match="to_einsum \\(forward\\).*pass batch_size="):

@@ -89,6 +89,8 @@ def _at_batch(shape: _Shape, axes: Sequence[int], batch: int) -> _Shape:
 
 def _shown(shape: _Shape, axes: Sequence[int]) -> str:
     """`shape` with its batch axes written as N (or kN for a leg merged with the batch)."""
+    if not axes:
+        return str(tuple(shape))
     return "(" + ", ".join(("N" if size == 1 else f"{size}N") if axis in axes else str(size)
                            for axis, size in enumerate(shape)) + ")"
 
