@@ -402,3 +402,27 @@ def test_path_validation_is_linear():
     wide = ["".join(s[:70])] + terms[70:80]  # the output keeps 70 indices alive
     with pytest.raises(TNConvError, match="step 0 has 71 indices, more than 64"):
         check_path([[0, 1]] * 10, wide, "".join(s[:70]), sizes)
+
+
+def test_the_docstring_states_every_limit():
+    """Each limit is named in load_einsum's docstring with the value it has."""
+    from tnconv.export import archive, validate
+
+    doc = " ".join(tnconv.load_einsum.__doc__.split())
+    stated = {
+        (archive, "MAX_DIRECTORY_BYTES"): (2 ** 20, "at most 1 MiB"),
+        (archive, "MAX_MEMBERS"): (10_001, "at most 10,001 members"),
+        (archive, "MAX_BYTES"): (2 ** 30, "default 2**30 bytes"),
+        (archive, "MAX_HEADER_BYTES"): (10_000, "at most 10,000 bytes"),
+        (einsum_file, "MAX_METADATA_BYTES"): (2 ** 20, "metadata is at most 1 MiB"),
+        (validate, "MAX_DEPTH"): (8, "nested at most 8 levels"),
+        (validate, "MAX_OPERANDS"): (10_000, "at most 10,000 operands"),
+        (validate, "MAX_TEXT"): (100_000, "at most 100,000 characters"),
+        (validate, "MAX_DIMS"): (64, "at most 64 dimensions"),
+        (validate, "MAX_SCALE_POWER"): (8, "at most 8 in absolute value"),
+        (validate, "MAX_ELEMENTS"): (2 ** 31, "at most 2**31 elements"),
+    }
+    for (module, name), (value, text) in stated.items():
+        assert getattr(module, name) == value, name
+        assert text in doc and f"``{module.__name__.split('.')[-1]}.{name}``" in doc, name
+    assert "regular file" in doc and "stored or deflated" in doc and "encrypted" in doc
