@@ -18,8 +18,9 @@ SPEC = tnconv.ConvSpec(2, 3, kernel_size=3, input_size=(6, 5), padding=1)
 
 @pytest.fixture(scope="module")
 def valid():
-    """Metadata and members of a valid forward export (constants at operand positions 2, 3)."""
-    exported = tnconv.compile("forward", SPEC, strategy="tn", batch_size=2).to_einsum()
+    """Metadata and members of a valid fixed-shape forward export (constants at operand
+    positions 2, 3)."""
+    exported = tnconv.compile("forward", SPEC, strategy="tn").to_einsum(batch_size=2)
     path = exported.save(_tmp_file())
     with np.load(path) as npz:
         members = {name: npz[name] for name in npz.files}
@@ -53,6 +54,18 @@ def test_valid_file_loads(valid, tmp_path):
     loaded = tnconv.load_einsum(_write(metadata, members, tmp_path / "ok.npz"))
     x, w = np.ones((2, 2, 6, 5)), np.ones((3, 2, 3, 3))
     assert loaded.evaluate(x, w).shape == (2, 3, 6, 5)
+    assert metadata["version"] == 2 and metadata["batch"] is None and not loaded.batch_free
+
+
+def test_version_1_files_still_load(valid, tmp_path):
+    metadata, members = copy.deepcopy(valid)
+    metadata["version"] = 1
+    del metadata["batch"]
+    loaded = tnconv.load_einsum(_write(metadata, members, tmp_path / "v1.npz"))
+    x, w = np.arange(120.0).reshape(2, 2, 6, 5), np.arange(54.0).reshape(3, 2, 3, 3)
+    expected = tnconv.load_einsum(_write(*valid, tmp_path / "v2.npz")).evaluate(x, w)
+    assert loaded.batch is None
+    np.testing.assert_array_equal(loaded.evaluate(x, w), expected)
 
 
 def _set(key, value):
@@ -75,7 +88,9 @@ METADATA_DEFECTS = {
     "missing key": lambda m: m.pop("path"),
     "extra key": _set("extra", 1),
     "format": _set("format", "other"),
-    "version": _set("version", 2),
+    "version": _set("version", 3),
+    "version 1 with a batch record": _set("version", 1),
+    "version not int": _set("version", "2"),
     "alphabet": _set("alphabet", "klingon"),
     "two arrows": _equation("abcef,bdcgh,gie->hjf->abdij"),
     "no arrow": _equation("abcef,bdcgh,gie,hjf"),
@@ -146,6 +161,59 @@ def test_member_defects(valid, tmp_path, defect):
     metadata, members = copy.deepcopy(valid)
     MEMBER_DEFECTS[defect](members)
     _load_fails(_write(metadata, members, tmp_path / "bad.npz"))
+
+
+@pytest.fixture(scope="module")
+def batch_free():
+    """Metadata and members of a valid batch-free KFC export (a mean: scale power -1)."""
+    exported = tnconv.compile("kfc", SPEC, strategy="tn").to_einsum()
+    path = exported.save(_tmp_file())
+    with np.load(path) as npz:
+        members = {name: npz[name] for name in npz.files}
+    metadata = json.loads(members.pop("metadata").tobytes().decode())
+    return metadata, members
+
+
+def _batch(key, value):
+    def change(meta):
+        meta["batch"][key] = value
+    return change
+
+
+BATCH_DEFECTS = {
+    "not an object": _set("batch", [1]),
+    "missing key": lambda m: m["batch"].pop("result"),
+    "unknown symbol": _batch("symbols", "Z"),
+    "empty symbols": _batch("symbols", ""),
+    "repeated symbol": lambda m: m["batch"].update(symbols=2 * m["batch"]["symbols"]),
+    "symbols not text": _batch("symbols", 1),
+    "argument count": _batch("arguments", []),
+    "axis out of range": _batch("arguments", [[7]]),
+    "axis repeated": _batch("arguments", [[0, 0]]),
+    "no argument carries it": _batch("arguments", [[]]),
+    "operand carries it twice": _batch("arguments", [[0, 1]]),
+    "result axes": _batch("result", [0]),
+    "power too large": _batch("scale_power", 99),
+    "power not int": _batch("scale_power", -1.0),
+    "power bool": _batch("scale_power", True),
+    "constant carries it": lambda m: m["batch"].update(symbols=m["batch"]["symbols"] + next(
+        s for s in m["equation"].split("->")[0].split(",")[-1]
+        if s not in m["batch"]["symbols"])),
+}
+
+
+def test_batch_free_file_loads(batch_free, tmp_path):
+    metadata, members = batch_free
+    assert metadata["version"] == 2 and metadata["batch"]["scale_power"] == -1
+    loaded = tnconv.load_einsum(_write(metadata, members, tmp_path / "ok.npz"))
+    assert loaded.batch_free and loaded.evaluate(np.ones((5, 2, 6, 5))).shape == (1, 18, 18)
+
+
+@pytest.mark.parametrize("defect", sorted(BATCH_DEFECTS))
+def test_batch_record_defects(batch_free, tmp_path, defect):
+    metadata, members = copy.deepcopy(batch_free)
+    BATCH_DEFECTS[defect](metadata)
+    _load_fails(_write(metadata, members, tmp_path / "bad.npz"), match="batch|constant")
 
 
 def _zip(path, entries):

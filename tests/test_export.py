@@ -73,7 +73,9 @@ def test_every_operation_on_other_specs(name, spec):
 def test_batch_size_of_the_export():
     compiled = tnconv.compile("forward", SPEC_2D, strategy="tn")
     assert compiled.to_einsum(batch_size=5).argument_shapes[0][0] == 5
-    assert compiled.to_einsum().argument_shapes[0][0] == 1
+    assert compiled.to_einsum(batch_size=5).batch is None
+    batch_free = compiled.to_einsum()  # issue 19: no batch size -> any batch size
+    assert batch_free.argument_shapes[0][0] == 1 and batch_free.batch.arguments == ((0,), ())
     for bad in (0, -1, 1.5, True):
         with pytest.raises(TNConvError, match="batch_size"):
             compiled.to_einsum(batch_size=bad)
@@ -182,8 +184,9 @@ def test_round_trip_keeps_every_field(tmp_path):
     compiled, _, _ = _case("kfac_reduce", SPEC_2D, 3)
     exported = compiled.to_einsum()
     loaded = tnconv.load_einsum(exported.save(tmp_path / "k.npz"))
+    assert exported.batch is not None
     for field in ("equation", "alphabet", "arguments", "argument_shapes", "output_shape",
-                  "result_shape", "path", "index_names", "operation", "spec"):
+                  "result_shape", "path", "index_names", "operation", "spec", "batch"):
         assert getattr(loaded, field) == getattr(exported, field), field
     for a, b in zip(loaded.operands, exported.operands):
         assert (a.name, a.role, a.subscripts, a.shape, a.argument) == (

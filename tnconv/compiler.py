@@ -222,7 +222,12 @@ class Compiled:
         return render(stage_network(self, stage), path)
 
     def to_einsum(self, batch_size: int | None = None) -> Any:
-        """The program as a framework-free `ExportedEinsum` (numpy constants, no torch)."""
+        """The program as a framework-free `ExportedEinsum` (numpy constants, no torch).
+
+        With no `batch_size` the export is batch-free: the batch leg stays an open
+        index and `evaluate` takes any batch size. `batch_size=n` exports fixed
+        shapes for batch size n.
+        """
         from tnconv.export.exported import from_compiled
 
         return from_compiled(self, batch_size)

@@ -1,11 +1,20 @@
 """The portable file of an `ExportedEinsum`: one ``.npz`` with JSON metadata and the constants.
 
-Members: ``metadata`` (UTF-8 JSON as a uint8 array) and ``constant_<pos>`` for
-each constant operand. Loading never unpickles (``allow_pickle=False``), needs
-no torch, and validates everything before it allocates: the equation's syntax,
-operands against terms, consistent index sizes, numeric dtypes, every array
-header against the metadata, and sizes (operands, intermediates along the
-path, the result) below `MAX_ELEMENTS`. Any defect raises `TNConvError`.
+Members: ``metadata.npy`` (UTF-8 JSON as a uint8 array) and ``constant_<pos>.npy``
+for each constant operand. Version 2 (written now) adds the ``"batch"`` record
+of a batch-free export (null for a fixed-shape one); version 1 files still load.
+
+Loading treats the file as hostile. It never unpickles, needs no torch, and
+checks every size before it reads or allocates anything of that size, in this
+order: a regular file (`tnconv.export.archive.open_regular`); the zip
+directory's size; each member's name, encryption, method and stated size,
+whose total must stay within ``max_bytes``; the metadata (at most
+`MAX_METADATA_BYTES`, JSON nested at most `MAX_DEPTH` deep, then
+`tnconv.export.validate.check_metadata`); the exact member list; the
+constants' size as float64, also within ``max_bytes``; and each member's
+``.npy`` header against the metadata before its data is read. Any defect,
+and any error the zip or npy readers raise on a damaged file, becomes one
+`TNConvError` naming the file and the reason.
 
 >>> import os, tempfile, numpy as np, tnconv
 >>> exported = tnconv.compile("unfold", tnconv.ConvSpec(1, 1, kernel_size=2, input_size=(3,))
@@ -18,26 +27,38 @@ path, the result) below `MAX_ELEMENTS`. Any defect raises `TNConvError`.
 from __future__ import annotations
 
 import json
+import os
+import struct
 import zipfile
+import zlib
 from math import prod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tnconv.export.validate import MAX_ELEMENTS, check_metadata
-from tnconv.errors import TNConvError, path_argument
-from tnconv.export.exported import ExportedEinsum, ExportedOperand
+from tnconv.errors import TNConvError, path_argument, positive_int
+from tnconv.export.archive import (MAX_BYTES, check_end_record, check_members, open_regular,
+                                   read_npy)
+from tnconv.export.exported import BatchLegs, ExportedEinsum, ExportedOperand
+from tnconv.export.validate import MAX_DEPTH, check_metadata
 
-__all__ = ["save", "load", "FORMAT", "VERSION", "MAX_METADATA_BYTES"]
+__all__ = ["save", "load", "FORMAT", "VERSION", "VERSIONS", "MAX_METADATA_BYTES", "MAX_BYTES"]
 
 FORMAT = "tnconv-einsum"
-VERSION = 1
+#: The version `save` writes; `load` reads every version in `VERSIONS`.
+VERSION = 2
+VERSIONS = (1, 2)
+#: Largest metadata member (bytes of JSON).
 MAX_METADATA_BYTES = 1 << 20
 _NUMERIC_KINDS = "biuf"
+#: What the zip and npy readers raise on a damaged file (beyond TNConvError).
+_READ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error,
+                struct.error, OverflowError, NotImplementedError, RuntimeError, RecursionError)
 
 
 def _metadata(exported: ExportedEinsum) -> dict[str, Any]:
+    batch = exported.batch
     return {
         "format": FORMAT, "version": VERSION,
         "operation": exported.operation, "spec": exported.spec,
@@ -50,6 +71,9 @@ def _metadata(exported: ExportedEinsum) -> dict[str, Any]:
         "result_shape": list(exported.result_shape),
         "path": [list(step) for step in exported.path],
         "index_names": [list(pair) for pair in exported.index_names],
+        "batch": None if batch is None else {
+            "symbols": batch.symbols, "arguments": [list(a) for a in batch.arguments],
+            "result": list(batch.result), "scale_power": batch.scale_power},
     }
 
 
@@ -68,80 +92,77 @@ def save(exported: ExportedEinsum, path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path) -> ExportedEinsum:
-    """Read and validate a file written by `save`."""
+def load(path: str | Path, *, max_bytes: int = MAX_BYTES) -> ExportedEinsum:
+    """Read and validate a file written by `save` (see the module docstring for the checks)."""
     path = path_argument("load_einsum", path)
+    positive_int("load_einsum", "max_bytes", max_bytes)
     where = f"load_einsum({str(path)!r})"
     try:
-        with open(path, "rb") as handle:
-            if handle.read(4) != b"PK\x03\x04":  # checked first: np.load reads .npy eagerly
+        with open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if handle.read(4) != b"PK\x03\x04":  # a plain .npy or garbage: say so plainly
                 raise TNConvError("not an .npz archive")
-        with np.load(path, allow_pickle=False) as npz:
-            return _read(npz)
+            check_end_record(handle, size)
+            with zipfile.ZipFile(handle) as archive:
+                return _read(archive, max_bytes)
     except TNConvError as err:
         raise TNConvError(f"{where}: {err}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as err:
+    except _READ_ERRORS as err:
         raise TNConvError(f"{where}: not a readable tnconv einsum file "
                           f"({type(err).__name__}: {err})") from None
 
 
-def _read(npz: Any) -> ExportedEinsum:
-    members = set(npz.zip.namelist())
-    metadata = _metadata_from(npz)
-    check_metadata(metadata, FORMAT, VERSION)
-    constants = {pos: op for pos, op in enumerate(metadata["operands"])
+def _read(archive: zipfile.ZipFile, max_bytes: int) -> ExportedEinsum:
+    members = check_members(archive, max_bytes)
+    if "metadata.npy" not in members:
+        raise TNConvError("the archive has no 'metadata' member")
+    metadata = _metadata_from(archive, members["metadata.npy"])
+    check_metadata(metadata, FORMAT, VERSIONS)
+    constants = {pos: tuple(op["shape"]) for pos, op in enumerate(metadata["operands"])
                  if op["argument"] is None}
     expected = {"metadata.npy"} | {f"constant_{pos}.npy" for pos in constants}
-    if members != expected:
-        raise TNConvError(f"archive members {sorted(members)} differ from the expected "
-                          f"{sorted(expected)}")
-    total = sum(prod(op["shape"]) for op in constants.values())
-    if total > MAX_ELEMENTS:
-        raise TNConvError(f"constants hold {total} elements in all, more than {MAX_ELEMENTS}")
-    values = {pos: _array(npz, f"constant_{pos}", tuple(op["shape"]))
-              for pos, op in constants.items()}
+    if set(members) != expected:
+        raise TNConvError(f"archive members {sorted(members)!r:.300} differ from the expected "
+                          f"{sorted(expected)!r:.300}")
+    converted = 8 * sum(prod(shape) for shape in constants.values())
+    if converted > max_bytes:
+        raise TNConvError(f"the constants take {converted} bytes as float64; allowed at most "
+                          f"max_bytes={max_bytes}")
+    values = {pos: _constant(archive, members[f"constant_{pos}.npy"], shape)
+              for pos, shape in constants.items()}
     return _build(metadata, values)
 
 
-def _header(npz: Any, name: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data size of member `name`, read from its header only."""
-    info = npz.zip.getinfo(name + ".npy")
-    with npz.zip.open(info) as handle:
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
-        else:
-            raise TNConvError(f"member {name!r} has unsupported .npy version {version}")
-        available = info.file_size - handle.tell()
-    return tuple(shape), dtype, available
+def _expect(shape: tuple[int, ...], kinds: str, name: str):
+    def check(stored: tuple[int, ...], dtype: np.dtype) -> None:
+        if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+            raise TNConvError(f"member {name!r} has dtype {dtype}; allowed kinds: {kinds!r}")
+        if stored != shape:
+            raise TNConvError(f"member {name!r} has shape {stored}, the metadata says {shape}")
+    return check
 
 
-def _array(npz: Any, name: str, shape: tuple[int, ...], kinds: str = _NUMERIC_KINDS) -> np.ndarray:
-    stored_shape, dtype, available = _header(npz, name)
-    if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
-        raise TNConvError(f"member {name!r} has dtype {dtype}; allowed kinds: {kinds!r}")
-    if stored_shape != shape:
-        raise TNConvError(f"member {name!r} has shape {stored_shape}, the metadata says {shape}")
-    if prod(shape) * dtype.itemsize > available:
-        raise TNConvError(f"member {name!r} is shorter than its shape {shape} needs")
-    return npz[name]
+def _constant(archive: zipfile.ZipFile, info: zipfile.ZipInfo,
+              shape: tuple[int, ...]) -> np.ndarray:
+    value = read_npy(archive, info, _expect(shape, _NUMERIC_KINDS, info.filename))
+    value = value.astype(np.float64)
+    value.setflags(write=False)
+    return value
 
 
-def _metadata_from(npz: Any) -> dict[str, Any]:
-    if "metadata.npy" not in npz.zip.namelist():
-        raise TNConvError("the archive has no 'metadata' member")
-    size = _header(npz, "metadata")[0]
-    if len(size) != 1 or size[0] > MAX_METADATA_BYTES:
-        raise TNConvError(f"metadata of shape {size}: allowed 1-d, at most "
-                          f"{MAX_METADATA_BYTES} bytes")
-    raw = _array(npz, "metadata", size, kinds="u")
-    if raw.dtype != np.uint8:
-        raise TNConvError(f"metadata has dtype {raw.dtype}; allowed: uint8")
+def _metadata_from(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> dict[str, Any]:
+    def check(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        if len(shape) != 1 or shape[0] > MAX_METADATA_BYTES or dtype != np.uint8:
+            raise TNConvError(f"metadata of shape {shape} and dtype {dtype}: allowed 1-d "
+                              f"uint8, at most {MAX_METADATA_BYTES} bytes")
+
+    raw = read_npy(archive, info, check)
     try:
         metadata = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+    except RecursionError:
+        raise TNConvError(f"metadata nests too deeply; allowed at most {MAX_DEPTH} "
+                          "levels") from None
+    except (UnicodeDecodeError, ValueError) as err:
         raise TNConvError(f"metadata is not UTF-8 JSON ({err})") from None
     if not isinstance(metadata, dict):
         raise TNConvError("metadata is not a JSON object")
@@ -150,14 +171,10 @@ def _metadata_from(npz: Any) -> dict[str, Any]:
 
 def _build(metadata: dict[str, Any], values: dict[int, np.ndarray]) -> ExportedEinsum:
     terms = metadata["equation"].split("->")[0].split(",")
-    operands = []
-    for pos, (op, term) in enumerate(zip(metadata["operands"], terms)):
-        value = values.get(pos)
-        if value is not None:
-            value = value.astype(np.float64)
-            value.setflags(write=False)
-        operands.append(ExportedOperand(op["name"], op["role"], term, tuple(op["shape"]),
-                                        op["argument"], value))
+    operands = [ExportedOperand(op["name"], op["role"], term, tuple(op["shape"]),
+                                op["argument"], values.get(pos))
+                for pos, (op, term) in enumerate(zip(metadata["operands"], terms))]
+    batch = metadata.get("batch")
     return ExportedEinsum(
         equation=metadata["equation"], alphabet=metadata["alphabet"], operands=tuple(operands),
         arguments=tuple(a["role"] for a in metadata["arguments"]),
@@ -166,4 +183,7 @@ def _build(metadata: dict[str, Any], values: dict[int, np.ndarray]) -> ExportedE
         result_shape=tuple(metadata["result_shape"]),
         path=tuple(tuple(step) for step in metadata["path"]),
         index_names=tuple(tuple(pair) for pair in metadata["index_names"]),
-        operation=metadata["operation"], spec=metadata["spec"])
+        operation=metadata["operation"], spec=metadata["spec"],
+        batch=None if batch is None else BatchLegs(
+            symbols=batch["symbols"], arguments=tuple(tuple(a) for a in batch["arguments"]),
+            result=tuple(batch["result"]), scale_power=batch["scale_power"]))
