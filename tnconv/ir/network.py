@@ -101,15 +101,30 @@ class Network:
     def constant_tensors(self) -> tuple[Tensor, ...]:
         return tuple(t for t in self.tensors if t.is_constant)
 
+    @cached_property
+    def graph(self) -> Any:
+        """The network as a bipartite `networkx.Graph` (`to_networkx`), built once: graph
+        questions (carriers, degrees, components) are asked of it."""
+        return self.to_networkx()
+
+    def carriers(self, index: str, exclude: Iterable[str] = ()) -> tuple[Tensor, ...]:
+        """The tensors that carry `index`, in network order (those named in `exclude` left out)."""
+        if ("index", index) not in self.graph:
+            return ()
+        names = {name for kind, name in self.graph[("index", index)] if kind == "tensor"}
+        names.difference_update(exclude)
+        return tuple(t for t in self.tensors if t.name in names)
+
     def index_degree(self) -> Counter:
         """How many tensors carry each index."""
-        return Counter(i for t in self.tensors for i in t.indices)
+        graph = self.graph
+        return Counter({i: sum(kind == "tensor" for kind, _ in graph[("index", i)])
+                        for i, _ in self.sizes})
 
     def hyper_edges(self) -> tuple[str, ...]:
-        """Indices carried by three or more tensors (or two plus the output)."""
-        degree = self.index_degree()
-        return tuple(i for i, _ in self.sizes
-                     if degree[i] + (i in self.output) >= 3)
+        """Indices carried by three or more tensors (or two plus the output): the index
+        nodes of degree three or more in `graph`, the output counting as a node."""
+        return tuple(i for i, _ in self.sizes if self.graph.degree(("index", i)) >= 3)
 
     # ------------------------------------------------------------ editing
     def replace(self, **changes: Any) -> "Network":

@@ -96,11 +96,8 @@ class RewriteResult:
 
 
 def _carriers(net: Network) -> dict[str, tuple]:
-    found: dict[str, list] = {i: [] for i, _ in net.sizes}
-    for t in net.tensors:
-        for i in t.indices:
-            found[i].append(t.name)
-    return {i: (net.size(i), tuple(names), i in net.output) for i, names in found.items()}
+    return {i: (size, tuple(t.name for t in net.carriers(i)), i in net.output)
+            for i, size in net.sizes}
 
 
 def _touched(before: Network, after: Network) -> tuple[tuple[str, ...], tuple[str, ...]]:

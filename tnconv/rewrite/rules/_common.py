@@ -66,7 +66,7 @@ def gathered_by(net: Network, site: Site) -> Optional[tuple[Tensor, ...]]:
     """The data tensors the site selects from, or None when it does not gather."""
     if site.i in net.output:
         return None
-    carriers = [t for t in net.tensors if site.i in t.indices and t.name != site.tensor.name]
+    carriers = net.carriers(site.i, exclude=(site.tensor.name,))
     if not carriers or any(t.is_constant for t in carriers):
         return None
     if any(site.k in t.indices or site.o in t.indices for t in carriers):
@@ -76,7 +76,7 @@ def gathered_by(net: Network, site: Site) -> Optional[tuple[Tensor, ...]]:
 
 def scatters(net: Network, site: Site) -> bool:
     """The site's input leg is an output index carried by no other tensor."""
-    others = [t for t in net.tensors if site.i in t.indices and t.name != site.tensor.name]
+    others = net.carriers(site.i, exclude=(site.tensor.name,))
     return site.i in net.output and not others
 
 

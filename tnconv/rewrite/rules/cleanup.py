@@ -56,7 +56,7 @@ def _reshaped(net: Network, t: Tensor, legs: tuple[str, ...], sizes: dict[str, i
 def squeeze_size_one(net: Network) -> Optional[Network]:
     """Drop a size-1 index from the data tensors and the output (constants must not carry it)."""
     for index, size in net.sizes:
-        carriers = [t for t in net.tensors if index in t.indices]
+        carriers = net.carriers(index)
         if size != 1 or not carriers or any(t.is_constant for t in carriers):
             continue
         sizes = net.size_map
@@ -73,7 +73,7 @@ def _adjacent(legs: tuple[str, ...], a: str, b: str) -> bool:
 
 
 def _travel_together(net: Network, a: str, b: str) -> bool:
-    carriers = [t for t in net.tensors if a in t.indices or b in t.indices]
+    carriers = set(net.carriers(a)) | set(net.carriers(b))
     if not carriers or any(t.is_constant for t in carriers):
         return False
     if not all(_adjacent(t.indices, a, b) for t in carriers):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Hashable, Optional
 
+import networkx
 import numpy as np
 import opt_einsum
 
@@ -71,15 +72,19 @@ register_constant(FusedConstant, FusedConstant.to_numpy)
 
 
 def _groups(net: Network) -> list[list[Tensor]]:
-    """Constants linked by indices no data tensor and no output carries, in network order."""
-    private = {i for i, _ in net.sizes if i not in net.output
-               and not any(i in t.indices for t in net.data_tensors)}
-    groups: list[list[Tensor]] = []
-    for t in net.constant_tensors:
-        linked = [g for g in groups if any(set(t.indices) & set(u.indices) & private for u in g)]
-        merged = [t] + [u for g in linked for u in g]
-        groups = [g for g in groups if g not in linked] + [merged]
-    return groups
+    """Constants linked by indices no data tensor and no output carries: the connected
+    components of the network's graph restricted to the constants and those indices,
+    each in network order, ordered by their last tensor."""
+    private = {("index", i) for i, _ in net.sizes if i not in net.output
+               and not any(not t.is_constant for t in net.carriers(i))}
+    constants = {("tensor", t.name) for t in net.constant_tensors}
+    order = {t.name: n for n, t in enumerate(net.tensors)}
+    groups = []
+    for component in networkx.connected_components(net.graph.subgraph(constants | private)):
+        names = sorted((name for kind, name in component if kind == "tensor"), key=order.get)
+        if names:
+            groups.append([net.tensor(name) for name in names])
+    return sorted(groups, key=lambda g: order[g[-1].name])
 
 
 def _fuse(net: Network, group: list[Tensor]) -> Optional[Network]:

@@ -47,7 +47,7 @@ def _applies(net: Network, site: Site) -> bool:
     if site.k in net.output or site.o in net.output:
         return False
     for leg in (site.k, site.o):
-        others = [t for t in net.tensors if leg in t.indices and t.name != site.tensor.name]
+        others = net.carriers(leg, exclude=(site.tensor.name,))
         if not others or any(t.is_constant for t in others):
             return False
     return True
