@@ -49,10 +49,13 @@ from typing import Callable, Optional
 
 import torch
 
-__all__ = ["cpu_peak_of", "cuda_peak_of", "measure_cpu_layer"]
+__all__ = ["MALLOC_ENV", "cpu_peak_of", "cuda_peak_of", "measure_cpu_layer"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR = Path("/proc/self/clear_refs")
+#: glibc settings of a measuring subprocess: freed buffers go back to the kernel (see above).
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0",
+              "MALLOC_TOP_PAD_": "0", "MALLOC_ARENA_MAX": "1"}
 
 
 def _read_kib(field: str) -> int:
@@ -118,8 +121,7 @@ def measure_cpu_layer(layer_name: str, batch: int, op_names: list[str], routes: 
                       threads: int, timeout: float = 600) -> dict:
     """Run `_measure` in a fresh subprocess; {} if it fails (reported as unavailable)."""
     root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0",
-               MALLOC_TOP_PAD_="0", MALLOC_ARENA_MAX="1",
+    env = dict(os.environ, **MALLOC_ENV,
                PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
     request = json.dumps([layer_name, batch, op_names, routes, threads])
     try:

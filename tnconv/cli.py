@@ -1,11 +1,17 @@
-"""The `tnconv` command.
+"""The `tnconv` command (`python -m tnconv` too).
 
+    tnconv                               # the built-in tour (under a minute on a laptop CPU)
+    tnconv tour --quick -o tour.svg      # a shorter tour; where its diagram goes
     tnconv explain                       # a built-in example: spec, einsum, path, FLOPs
     tnconv explain unfold --example vit-patch
     tnconv explain forward --conv "in_channels=3, out_channels=8, kernel_size=3, padding=1" \\
         --input-shape 2,3,32,32
     tnconv export forward --conv "out_channels=8, kernel_size=3" --input-shape 2,3,32,32 -o f.npz
     tnconv gallery diagrams/             # redraw the diagram gallery
+    tnconv render kfc --example depthwise -o kfc.svg --stage input   # .dot: DOT source
+    tnconv bench kfac_reduce --example resnet-stem --repeat 10       # against PyTorch
+
+Errors print one line, `error: ...`, and exit with status 2 (bad input) or 1.
 
 >>> main(["explain", "--example", "tiny"])  # doctest: +ELLIPSIS
 operation forward: ...
@@ -18,6 +24,9 @@ import argparse
 import ast
 import sys
 from typing import Sequence
+
+from pathlib import Path
+from typing import NoReturn
 
 from tnconv.errors import TNConvError
 
@@ -122,9 +131,77 @@ def _gallery(args: argparse.Namespace) -> int:
     return 0
 
 
+def _render(args: argparse.Namespace) -> int:
+    from tnconv.compiler import compile
+
+    spec, batch = spec_from_arguments(args)
+    path = compile(args.op, spec, batch_size=batch, strategy="tn").render(args.output,
+                                                                          stage=args.stage)
+    print(f"wrote {path}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from tnconv.bench import bench
+
+    spec, batch = spec_from_arguments(args)
+    if args.repeat < 1:
+        raise TNConvError(f"tnconv bench: argument '--repeat' got {args.repeat}; allowed: a "
+                          "positive int")
+    bench(args.op, spec, batch, strategy=args.strategy, rounds=args.repeat,
+          dtype=getattr(torch, args.dtype))
+    return 0
+
+
+def _tour(args: argparse.Namespace) -> int:
+    from tnconv.tour import run_tour
+
+    return run_tour(quick=args.quick, output=args.output)
+
+
+class _UsageError(Exception):
+    """A command line argparse rejects (reported in one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line of error, not usage and a message."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _add_tour(commands) -> None:
+    tour = commands.add_parser("tour", help="the built-in tour (what `tnconv` alone runs)")
+    tour.add_argument("--quick", action="store_true", help="a smaller batch, fewer rounds")
+    tour.add_argument("-o", "--output", type=Path,
+                      help="diagram file (.svg, or .dot); default: in the temporary folder")
+    tour.set_defaults(run=_tour)
+
+
+def _add_render_and_bench(commands) -> None:
+    render = commands.add_parser("render", help="draw an operation's tensor network")
+    render.add_argument("op", help="operation name")
+    add_spec_arguments(render)
+    render.add_argument("-o", "--output", required=True,
+                        help="file to write: .svg or .png (Graphviz's dot), .dot or .gv (source)")
+    render.add_argument("--stage", choices=("input", "rewritten"), default="rewritten",
+                        help="the network as built or after the rewrites (default)")
+    render.set_defaults(run=_render)
+    bench = commands.add_parser("bench", help="time an operation against PyTorch")
+    bench.add_argument("op", help="forward, input_vjp, weight_vjp, unfold, kfc or kfac_reduce")
+    add_spec_arguments(bench)
+    bench.add_argument("--strategy", choices=("auto", "tn"), default="auto")
+    bench.add_argument("--repeat", type=int, default=15, help="interleaved rounds (default 15)")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    bench.set_defaults(run=_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tnconv", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="tnconv", description=__doc__.split("\n")[0],
+                     epilog="Without a command, tnconv runs the built-in tour.")
+    commands = parser.add_subparsers(dest="command")
     explain = commands.add_parser("explain", help="show how an operation compiles")
     explain.add_argument("op", nargs="?", default="forward", help="operation name")
     add_spec_arguments(explain)
@@ -137,17 +214,32 @@ def build_parser() -> argparse.ArgumentParser:
     gallery = commands.add_parser("gallery", help="redraw the diagram gallery (SVG + README.md)")
     gallery.add_argument("directory", help="output folder, e.g. diagrams/")
     gallery.set_defaults(run=_gallery)
+    _add_render_and_bench(commands)
+    _add_tour(commands)
+    parser.set_defaults(run=_tour, quick=False, output=None)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `tnconv` command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the `tnconv` command; returns the exit status.
+
+    Every failure is one line on stderr: `error: ...`, status 2 for bad input
+    (a `TNConvError` or a command line argparse rejects), 1 for anything else.
+    """
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
-    except TNConvError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (TNConvError, _UsageError) as err:
+        return _fail(str(err), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as err:  # noqa: BLE001 — a command prints one line, never a traceback
+        return _fail(f"{type(err).__name__}: {err}".splitlines()[0], 1)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover
