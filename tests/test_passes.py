@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import assert_close
 from tests.rewrite_helpers import case, reference, same_value, value
 from tnconv.lower import network_cost
-from tnconv.rewrite.rules import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
+from tnconv.rewrite.rules import (constant_fusion, full_extent_kernel, identity_pruning,
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
                            scatter_to_gather, selection_lowering, squeeze_size_one)
 from tnconv.rewrite.rules.fusion import FusedConstant
@@ -27,8 +27,8 @@ FIRES = [
                                               transposed=True)),
     (non_overlapping_patches, "unfold", dict(kernel_size=(2, 3), stride=(2, 1),
                                              input_size=(8, 6))),
-    (downsampling, "forward", dict(kernel_size=2, stride=4, input_size=(64,))),
-    (downsampling, "unfold", dict(kernel_size=3, stride=5, input_size=(41, 40), padding=1)),
+    (selection_lowering, "forward", dict(kernel_size=2, stride=4, input_size=(64,))),
+    (selection_lowering, "unfold", dict(kernel_size=3, stride=5, input_size=(41, 40), padding=1)),
     (full_extent_kernel, "forward", dict(kernel_size=5, stride=3, input_size=(5,))),
     (full_extent_kernel, "unfold", dict(kernel_size=6, input_size=(5, 5), padding=((1, 0), (0, 1)),
                                         padding_mode="replicate")),
@@ -54,10 +54,6 @@ NEVER = [
     (non_overlapping_patches, "forward", dict(kernel_size=4, stride=4, input_size=(4,))),
     (non_overlapping_patches, "forward", dict(kernel_size=2, stride=2, input_size=(5,),
                                               padding=1, transposed=True)),
-    (downsampling, "forward", dict(kernel_size=2, stride=2, input_size=(8,))),
-    (downsampling, "forward", dict(kernel_size=3, stride=2, input_size=(9,))),
-    (downsampling, "forward", dict(kernel_size=1, stride=3, input_size=(9,))),
-    (downsampling, "forward", dict(kernel_size=2, stride=4, dilation=2, input_size=(16,))),
     (full_extent_kernel, "forward", dict(kernel_size=5, input_size=(6,))),
     (full_extent_kernel, "forward", dict(kernel_size=1, input_size=(1,))),
     (one_by_one_kernel, "forward", dict(kernel_size=1, input_size=(7,))),

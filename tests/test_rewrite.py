@@ -37,7 +37,7 @@ def _rules(spec: dict, op: str = "forward") -> list[str]:
     (dict(kernel_size=(2, 3), stride=(2, 1), padding=(0, 1), input_size=(16, 16)),
      ["non_overlapping_patches", "selection_lowering"]),
     (dict(kernel_size=(2, 3), stride=(4, 1), padding=(0, 1), input_size=(64, 9)),
-     ["downsampling", "selection_lowering"]),
+     ["selection_lowering", "selection_lowering"]),
 ])
 def test_rules_fire_on_real_cases(spec, expected):
     fired = [r for r in _rules(spec) if r not in ("squeeze_size_one", "merge_parallel_legs")]
@@ -98,10 +98,7 @@ def test_every_registered_operation_keeps_its_value(op):
                  dict(kernel_size=2, stride=2, input_size=(8, 6), groups=1),
                  dict(kernel_size=1, stride=2, input_size=(7,)),
                  dict(kernel_size=3, stride=2, input_size=(4, 5), transposed=True)):
-        try:
-            net, _, args = case(op, batch=3, **C, **spec)
-        except tnconv.TNConvError:
-            continue  # the operation does not support this spec
+        net, _, args = case(op, batch=3, **C, **spec)
         result = rewrite(net)
         assert rewrite(result.network).steps == ()
         same_value(net, result.network, op, args)
@@ -116,8 +113,6 @@ AUDIO = dict(in_channels=1, out_channels=4, kernel_size=10, stride=5, input_size
 
 @pytest.mark.parametrize("op", ["forward", "unfold", "kfac_reduce"])
 def test_long_audio_uses_no_dense_pattern(op):
-    if op not in OPERATIONS:
-        pytest.skip(f"operation {op!r} is not registered in this tree")
     spec = tnconv.ConvSpec(**AUDIO)
     compiled = tnconv.compile(op, spec, strategy="tn")
     program = compiled.program_for(2)

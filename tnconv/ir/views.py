@@ -3,14 +3,14 @@
 Rewrite rules replace an index pattern contracted with a data tensor by a view
 of that tensor. A `View` records the shape the caller's argument is reshaped to
 (`base_shape`) and the steps applied after it; each step names the dimension it
-acts on in the shape reached so far. The same view runs on torch tensors
-(execution) and numpy arrays (tests, export).
+acts on in the shape reached so far. The view runs on torch tensors
+(`apply_torch`); its layout is known without torch (`layout`).
 
->>> import numpy as np
+>>> import torch
 >>> v = View((6,), (Pad(0, 1, 1, "zeros"), Window(0, size=3, step=2)))
 >>> v.shape
 (3, 3)
->>> v.apply_numpy(np.arange(6.0)).tolist()
+>>> v.apply_torch(torch.arange(6.0)).tolist()
 [[0.0, 0.0, 1.0], [1.0, 2.0, 3.0], [3.0, 4.0, 5.0]]
 """
 
@@ -70,11 +70,6 @@ class Pad:
         index = torch.tensor(self.source(x.shape[self.dim]).tolist(), device=x.device)
         return x.index_select(self.dim, index)
 
-    def numpy(self, x: np.ndarray) -> np.ndarray:
-        src = self.source(x.shape[self.dim])
-        out = np.take(x, np.maximum(src, 0), axis=self.dim)
-        mask = (src >= 0).reshape([-1 if d == self.dim else 1 for d in range(x.ndim)])
-        return out * mask
 
     def describe(self) -> str:
         return f"pad(dim {self.dim}, {self.left}, {self.right}, {self.mode})"
@@ -99,7 +94,6 @@ class Slice:
     def torch(self, x: Any) -> Any:
         return x[_slicer(self.dim, slice(self.start, self.stop, self.step))]
 
-    numpy = torch
 
     def describe(self) -> str:
         return f"slice(dim {self.dim}, {self.start}:{self.stop}:{self.step})"
@@ -124,8 +118,6 @@ class Take:
 
         return x.index_select(self.dim, torch.tensor(self.indices, device=x.device))
 
-    def numpy(self, x: np.ndarray) -> np.ndarray:
-        return np.take(x, self.indices, axis=self.dim)
 
     def describe(self) -> str:
         return f"take(dim {self.dim}, {len(self.indices)} positions)"
@@ -150,7 +142,6 @@ class SplitLeg:
     def torch(self, x: Any) -> Any:
         return x.reshape(self.out_shape(tuple(x.shape)))
 
-    numpy = torch
 
     def describe(self) -> str:
         return f"split(dim {self.dim} -> {self.sizes})"
@@ -174,7 +165,6 @@ class Reshape:
     def torch(self, x: Any) -> Any:
         return x.reshape(self.shape)
 
-    numpy = torch
 
     def describe(self) -> str:
         return f"reshape{self.shape}"
@@ -218,10 +208,6 @@ class Window:
         return y[_slicer(self.dim + 1, slice(None, None, self.dilation))] \
             if self.dilation > 1 else y
 
-    def numpy(self, x: np.ndarray) -> np.ndarray:
-        y = np.lib.stride_tricks.sliding_window_view(x, self.span, axis=self.dim)
-        y = np.moveaxis(y[_slicer(self.dim, slice(None, None, self.step))], -1, self.dim + 1)
-        return y[_slicer(self.dim + 1, slice(None, None, self.dilation))]
 
     def describe(self) -> str:
         return (f"window(dim {self.dim}, size {self.size}, step {self.step}, "
@@ -244,8 +230,6 @@ class Flip:
     def layout(self, x: Layout) -> Layout:
         return Layout.contiguous(x.shape, fresh=True)
 
-    def numpy(self, x: np.ndarray) -> np.ndarray:
-        return np.flip(x, self.dim)
 
     def describe(self) -> str:
         return f"flip(dim {self.dim})"
@@ -270,10 +254,6 @@ class Dilate:
         out[_slicer(self.dim, slice(None, None, self.factor))] = x
         return out
 
-    def numpy(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.out_shape(x.shape), dtype=x.dtype)
-        out[_slicer(self.dim, slice(None, None, self.factor))] = x
-        return out
 
     def describe(self) -> str:
         return f"dilate(dim {self.dim}, ×{self.factor})"
@@ -420,12 +400,6 @@ class View:
         x = Layout.contiguous(self.base_shape)
         for step in self.steps:
             x = step.layout(x)
-        return x
-
-    def apply_numpy(self, x: np.ndarray) -> np.ndarray:
-        x = np.reshape(x, self.base_shape)
-        for step in self.steps:
-            x = step.numpy(x)
         return x
 
     def describe(self) -> str:

@@ -23,7 +23,7 @@ from typing import Callable, Optional, Sequence, Union
 
 from tnconv.lower import Cost, network_cost
 from tnconv.ir.network import Network
-from tnconv.rewrite.rules import (constant_fusion, downsampling, full_extent_kernel, identity_pruning,
+from tnconv.rewrite.rules import (constant_fusion, full_extent_kernel, identity_pruning,
                      merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
                      scatter_to_gather, selection_lowering, squeeze_size_one)
 
@@ -44,7 +44,7 @@ class RuleSet:
 CLEANUP = RuleSet("cleanup", (identity_pruning, squeeze_size_one, merge_parallel_legs))
 CONNECTIVITY = RuleSet("connectivity", (
     identity_pruning, one_by_one_kernel, full_extent_kernel, non_overlapping_patches,
-    downsampling) + CLEANUP.rules[1:])
+) + CLEANUP.rules[1:])
 FUSION = RuleSet("fusion", (constant_fusion,) + CLEANUP.rules)
 SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
 #: Selection lowering that also turns scattering patterns into gathering ones: window

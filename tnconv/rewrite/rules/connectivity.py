@@ -23,7 +23,7 @@ from tnconv.rewrite.rules._common import (Site, canonical_pattern, canonical_ste
 from tnconv.rewrite.rules.cleanup import prune_identity
 from tnconv.rewrite.rules.slicing import slice_index
 
-__all__ = ["non_overlapping_patches", "downsampling", "full_extent_kernel", "one_by_one_kernel"]
+__all__ = ["non_overlapping_patches", "full_extent_kernel", "one_by_one_kernel"]
 
 
 def _split_output(net: Network, site: Site) -> Network:
@@ -47,23 +47,6 @@ def non_overlapping_patches(net: Network) -> Optional[Network]:
         exact = p.padding[0] == 0 and p.input_size == p.output_size * p.kernel_size
         if exact and scatters(net, site) and site.o not in net.output and site.k not in net.output:
             return _split_output(net, site)
-    return None
-
-
-def downsampling(net: Network) -> Optional[Network]:
-    """S > K (D = 1): the pixels between patches are never read; slicing them away leaves
-    non-overlapping patches, i.e. a strided view (o, k) of the leg, made without a copy."""
-    for site in sites(net):
-        p = site.pattern
-        if p.dilation != 1 or p.stride <= p.kernel_size or p.output_size < 2 or p.kernel_size < 2:
-            continue
-        if not gathered_by(net, site):
-            continue
-
-        def steps(dim: int) -> tuple[ViewStep, ...]:
-            return canonical_steps(p, dim) + (Window(dim, p.kernel_size, p.stride),)
-
-        return view_data_leg(net, site, steps, (site.o, site.k), {}).validate()
     return None
 
 
