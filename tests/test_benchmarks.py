@@ -31,7 +31,7 @@ TINY_T = Layer("tiny_t", "test", 4, 6, 3, (5, 4), batch=3, stride=2, padding=1, 
 MODULES = ["benchmarks", "benchmarks.layers", "benchmarks.case", "benchmarks.references",
            "benchmarks.ops", "benchmarks.timing", "benchmarks.memory", "benchmarks.overhead",
            "benchmarks.summary", "benchmarks.report", "benchmarks.plot", "benchmarks.progress",
-           "benchmarks.runner", "benchmarks.cli", "benchmarks.floor"]
+           "benchmarks.runner", "benchmarks.cli", "benchmarks.floor", "benchmarks.compile_time"]
 
 
 @pytest.mark.parametrize("name", MODULES)
