@@ -43,9 +43,10 @@ class Case:
 def adjoint_spec(spec: tnconv.ConvSpec) -> Optional[tnconv.ConvSpec]:
     """The transposed convolution mapping `spec`'s output back to its input size.
 
-    None where torch's transposed convolution cannot express it (asymmetric padding).
+    None where torch's transposed convolution cannot express it (asymmetric padding, a
+    padding mode other than zeros).
     """
-    if any(left != right for left, right in spec.padding):
+    if any(left != right for left, right in spec.padding) or spec.padding_mode != "zeros":
         return None
     padding = tuple(left for left, _ in spec.padding)
     natural = spec.replace(

@@ -49,6 +49,7 @@ class Layer:
     groups: int = 1
     transposed: bool = False
     output_padding: Size = 0
+    padding_mode: str = "zeros"
 
     @property
     def ndim(self) -> int:
@@ -59,7 +60,8 @@ class Layer:
         return tnconv.ConvSpec(
             self.in_channels, self.out_channels, self.kernel_size, self.input_size,
             stride=self.stride, padding=self.padding, dilation=self.dilation,
-            groups=self.groups, transposed=self.transposed, output_padding=self.output_padding)
+            groups=self.groups, transposed=self.transposed, output_padding=self.output_padding,
+            padding_mode=self.padding_mode)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -74,6 +76,8 @@ class Layer:
         """The torch module of this layer (no bias), holding `weight`."""
         cls = _MODULES[(self.transposed, self.ndim)]
         extra = {"output_padding": self.output_padding} if self.transposed else {}
+        if self.padding_mode != "zeros":
+            extra["padding_mode"] = self.padding_mode
         module = cls(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
                      padding=self.padding, dilation=self.dilation, groups=self.groups,
                      bias=False, **extra)
@@ -112,6 +116,23 @@ _LIST = (
           padding="same"),
     Layer("dcgan_transposed", "DCGAN generator ConvTranspose 4×4/2", 128, 64, 4, (16, 16),
           batch=1, stride=2, padding=1, transposed=True),
+    # Added for the schedule issue: hyper-parameter combinations the layers above miss.
+    Layer("efficientnet_dw5_s2", "EfficientNet-B0 stage 3 depthwise 5×5/2", 144, 144, 5,
+          (56, 56), batch=4, stride=2, padding=2, groups=144),
+    Layer("inception_1x7", "Inception-v3 Mixed_6b 1×7", 128, 128, (1, 7), (17, 17), batch=8,
+          padding=(0, 3)),
+    Layer("alexnet_grouped", "AlexNet conv2 5×5, 2 groups", 96, 256, 5, (27, 27), batch=4,
+          padding=2, groups=2),
+    Layer("conformer_dw1d", "Conformer conv module depthwise 1d, kernel 31", 256, 256, 31,
+          (400,), batch=4, padding=15, groups=256),
+    Layer("pwgan_dilated", "Parallel WaveGAN discriminator conv1d 3, dilation 8", 64, 64, 3,
+          (16000,), batch=2, padding=8, dilation=8),
+    Layer("cyclegan_reflect", "CycleGAN ResnetBlock 3×3, reflect padding", 256, 256, 3, (64, 64),
+          batch=1, padding=1, padding_mode="reflect"),
+    Layer("r3d_s2", "R3D-18 layer2 3×3×3/2", 64, 128, 3, (8, 28, 28), batch=2, stride=2,
+          padding=1),
+    Layer("unet_up", "U-Net up-convolution ConvTranspose 2×2/2", 128, 64, 2, (64, 64), batch=2,
+          stride=2, transposed=True),
 )
 
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in _LIST}

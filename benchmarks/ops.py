@@ -90,7 +90,7 @@ class Op:
 
 def _hyper(case: Case) -> tuple:
     layer = case.layer
-    return layer.stride, layer.padding, layer.dilation, layer.groups
+    return layer.stride, layer.padding, layer.dilation, layer.groups, layer.padding_mode
 
 
 def _hyper_t(spec: tnconv.ConvSpec) -> tuple:
@@ -126,7 +126,8 @@ _LIST = (
     Op("conv_transpose", "forward", ref.conv_transpose, "conv_transpose", _transposed,
        "conv_transpose", _transposed, on_transposed_spec=True),
     Op("unfold", "unfold", ref.unfold, "unfold",
-       lambda fn, c, kw: fn(c.x, c.layer.kernel_size, *_hyper(c)[:3], **kw),
+       lambda fn, c, kw: fn(c.x, c.layer.kernel_size, *_hyper(c)[:3],
+                            padding_mode=c.layer.padding_mode, **kw),
        "unfold_transpose", _unfold_t),
     Op("kfc", "kfc", ref.kfc, "kfc", _factor, "kfc", _factor, factor=True),
     Op("kfac_reduce", "kfac_reduce", ref.kfac_reduce, "kfac_reduce", _factor, "kfac_reduce",

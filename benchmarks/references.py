@@ -53,13 +53,22 @@ def _padding(spec) -> list[int]:
     return [left for left, _ in spec.padding]
 
 
+def _explicit(spec) -> bool:
+    """Whether the padding is applied by `F.pad` first: asymmetric, or not zeros (as torch's
+    modules do)."""
+    return not _symmetric(spec) or spec.padding_mode != "zeros"
+
+
 def _padded(x: torch.Tensor, spec) -> torch.Tensor:
-    """`x` padded explicitly (zeros) where the padding is asymmetric, else `x` itself."""
-    return x if _symmetric(spec) else F.pad(x, _pads(spec))
+    """`x` padded explicitly where `_explicit`, else `x` itself."""
+    if not _explicit(spec):
+        return x
+    mode = "constant" if spec.padding_mode == "zeros" else spec.padding_mode
+    return F.pad(x, _pads(spec), mode=mode)
 
 
 def _common(spec) -> dict:
-    pad = _padding(spec) if _symmetric(spec) else 0
+    pad = 0 if _explicit(spec) else _padding(spec)
     return dict(stride=spec.stride, padding=pad, dilation=spec.dilation, groups=spec.groups)
 
 
@@ -75,8 +84,11 @@ def input_vjp(case: Case) -> torch.Tensor:
                                 spec.dilation, spec.groups)
     shape = tuple(_padded(x[:1], spec).shape[1:])
     grad = _GRAD_INPUT[spec.ndim]((x.shape[0], *shape), case.w, case.gy, **_common(spec))
-    if _symmetric(spec):
+    if not _explicit(spec):
         return grad
+    if spec.padding_mode != "zeros":  # the padding's adjoint, by autograd through F.pad
+        probe = torch.zeros_like(x).requires_grad_()
+        return torch.autograd.grad(_padded(probe, spec), probe, grad)[0]
     index = [slice(None), slice(None)]
     index += [slice(left, left + i) for (left, _), i in zip(spec.padding, spec.input_size)]
     return grad[tuple(index)]
@@ -100,7 +112,8 @@ def conv_transpose(case: Case) -> torch.Tensor:
 
 def tensor_unfold(x: torch.Tensor, spec) -> torch.Tensor:
     """im2col of any N through `Tensor.unfold` windows: [N, C·∏K, ∏O] (F.unfold's layout)."""
-    x = F.pad(x, _pads(spec)) if any(p for pair in spec.padding for p in pair) else x
+    mode = "constant" if spec.padding_mode == "zeros" else spec.padding_mode
+    x = F.pad(x, _pads(spec), mode=mode) if any(p for pair in spec.padding for p in pair) else x
     n, c, nd = x.shape[0], x.shape[1], spec.ndim
     for d, (k, s, dil) in enumerate(zip(spec.kernel_size, spec.stride, spec.dilation)):
         x = x.unfold(2 + d, dil * (k - 1) + 1, s)
@@ -127,7 +140,7 @@ def unfold(case: Case) -> torch.Tensor:
         return _transposed_unfold(x, spec)
     if spec.ndim == 2:
         return F.unfold(_padded(x, spec), spec.kernel_size, dilation=spec.dilation,
-                        padding=_padding(spec) if _symmetric(spec) else 0, stride=spec.stride)
+                        padding=0 if _explicit(spec) else _padding(spec), stride=spec.stride)
     return tensor_unfold(x, spec)
 
 
