@@ -26,7 +26,7 @@ def test_the_pure_stages_import_and_schedule_without_torch():
     script = _BLOCK_TORCH + textwrap.dedent("""
         import tnconv.spec, tnconv.ir, tnconv.ops, tnconv.rewrite, tnconv.lower
         import tnconv.lower.schedule, tnconv.export
-        from tnconv.lower import lower, schedule
+        from tnconv.lower import build_schedule, lower
         from tnconv.ops import OPERATIONS
         from tnconv.rewrite import best_rewrite
         spec = tnconv.spec.ConvSpec(4, 6, 3, input_size=(8, 9), padding=1, groups=2)
@@ -34,7 +34,7 @@ def test_the_pure_stages_import_and_schedule_without_torch():
             options = dict(op.defaults)
             net = best_rewrite(op.build(spec, 2, **options)).network
             program = lower(net, op.arguments, op.result_shape(spec, 2, **options))
-            assert schedule(program).steps, name
+            assert build_schedule(program).steps, name
         assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
         print("ok", len(OPERATIONS))
     """)

@@ -9,10 +9,10 @@ torch calls only: no opt_einsum machinery at run time, friendly to `torch.compil
 >>> import torch
 >>> from tnconv.spec import ConvSpec
 >>> from tnconv.ops.convolution import forward_network
->>> from tnconv.lower import lower, schedule
+>>> from tnconv.lower import build_schedule, lower
 >>> program = lower(forward_network(ConvSpec(2, 3, 3, input_size=(6, 6)), 1),
 ...                 ("input", "weight"), (1, 3, 4, 4))
->>> run = bound(schedule(program), torch.device("cpu"), torch.float64)
+>>> run = bound(build_schedule(program), torch.device("cpu"), torch.float64)
 >>> x, w = torch.rand(1, 2, 6, 6, dtype=torch.float64), torch.rand(3, 2, 3, 3, dtype=torch.float64)
 >>> torch.allclose(run(x, w), torch.nn.functional.conv2d(x, w))
 True
