@@ -64,3 +64,37 @@ def test_a_17_dimensional_convolution_compiles_and_matches_a_2d_one():
                                           w.reshape(3, 2, 2, 2))
     expected = expected.reshape(2, rest, 3, 3, 3).permute(0, 2, 3, 4, 1)
     assert_close(y.reshape(2, 3, 3, 3, rest), expected)
+
+
+def _module_imports() -> "networkx.DiGraph":
+    """tnconv's modules and the tnconv modules each imports at module level."""
+    import ast
+    import pathlib
+
+    import networkx
+
+    root = pathlib.Path(tnconv.__file__).parent
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = networkx.DiGraph()
+    for name, path in modules.items():
+        graph.add_node(name)
+        for node in ast.parse(path.read_text()).body:
+            targets = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tnconv"):
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names
+                                           if f"{node.module}.{a.name}" in modules]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("tnconv")]
+            graph.add_edges_from((name, t) for t in targets if t != name)
+    return graph
+
+
+def test_module_imports_have_no_cycles():
+    import networkx
+
+    graph = _module_imports()
+    assert graph.number_of_edges() > 50  # the probe sees the imports
+    assert [c for c in networkx.strongly_connected_components(graph) if len(c) > 1] == []

@@ -27,14 +27,18 @@ import torch
 from tnconv.cache import LRUCache
 from tnconv.ir.constants import to_torch
 from tnconv.lower.schedule.model import Schedule
-from tnconv.runtime import einsum, product, reduce, scatter, windows
+from tnconv.runtime.einsum import bind as bind_einsum
+from tnconv.runtime.product import bind as bind_product
+from tnconv.runtime.reduce import bind as bind_reduce
+from tnconv.runtime.scatter import bind as bind_scatter
+from tnconv.runtime.windows import bind as bind_windows
 
 __all__ = ["Bound", "bound", "BINDERS", "shares_memory"]
 
 #: Per step family: (step, registers holding the constants, device) -> the step's call.
 BINDERS: dict[str, Callable[..., Callable]] = {
-    "einsum": einsum.bind, "reduce": reduce.bind, "product": product.bind,
-    "windows": windows.bind, "scatter": scatter.bind}
+    "einsum": bind_einsum, "reduce": bind_reduce, "product": bind_product,
+    "windows": bind_windows, "scatter": bind_scatter}
 _BOUND = LRUCache(name="plans")
 
 
