@@ -21,3 +21,24 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-
     scale = expected.abs().max().clamp_min(1e-300)
     err = ((actual - expected).abs().max() / scale).item()
     assert err <= rtol, f"relative error {err:.3e} > {rtol:.0e}"
+
+
+def schedule_of(op: str, spec, batch: int, **options):
+    """The public `Schedule` of `op` on `spec` for `batch` (the tensor-network route)."""
+    import tnconv
+
+    return tnconv.compile(op, spec, strategy="tn", **options).schedule(batch)
+
+
+def step_types(schedule) -> list:
+    """The classes of a schedule's per-call steps, in order."""
+    return [type(step) for step in schedule.steps]
+
+
+def run_step(step, *tensors: torch.Tensor) -> torch.Tensor:
+    """`step` bound by its family's runtime and run; `tensors` fill registers 0, 1, …
+    (the slots up to the step's output are left empty)."""
+    from tnconv.runtime.interpreter import BINDERS
+
+    registers = list(tensors) + [None] * max(0, step.output + 1 - len(tensors))
+    return BINDERS[step.family](step, registers, DEVICE)(registers)
