@@ -170,14 +170,28 @@ def test_a_scaled_permutation_never_writes_into_the_argument():
     assert torch.equal(x, before)
 
 
+def _shares_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 def test_an_unscaled_permutation_is_a_view_copied_out():
+    """Contiguous: one strided copy; a transposed argument (whose permutation is already
+    contiguous) or one autograd records: the permutation's view, copied out."""
     s = _permutation(1.0)
-    assert s.view_result == ((3, 2), (1, 3), 0)
-    x = rand(2, 3)
+    assert s.view_result == ((3, 2), (1, 3), 0) and s.may_alias
+    run = bound(s, DEVICE, torch.float64)
+    for x in (rand(2, 3), rand(3, 2).T, rand(2, 3).requires_grad_(True)):
+        result = run(x)
+        assert_close(result, x.T)
+        assert result.is_contiguous() and not _shares_storage(result, x)
+
+
+def test_a_pointwise_unfold_that_autograd_records_is_still_a_new_tensor():
+    s = schedule_of("unfold", Spec(3, 3, kernel_size=1, input_size=(5,)), 2)
+    x = rand(2, 3, 5).requires_grad_(True)
     result = bound(s, DEVICE, torch.float64)(x)
-    assert_close(result, x.T)
-    assert result.is_contiguous() and result.untyped_storage().data_ptr() != \
-        x.untyped_storage().data_ptr()
+    assert_close(result, x)
+    assert not _shares_storage(result, x)
 
 
 @pytest.mark.parametrize("stride, padding, dilation", [(2, 0, 1), (1, 1, 2), ((2, 1), 0, (1, 2))])

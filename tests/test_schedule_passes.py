@@ -13,14 +13,15 @@ import torch
 import tnconv
 from tests.helpers import DEVICE, assert_close, rand, schedule_of
 from tnconv.ir.constants import Scaled, register_constant
-from tnconv.ir.views import Reshape
+from tnconv.ir.views import Reshape, Slice, View
 from tnconv.lower.schedule.builder import build_steps
 from tnconv.lower.schedule.einsum import Einsum
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.passes import (PASSES, fold_scale, merge_chains, multiplicity,
                                           readers, run_passes, sum_arguments)
-from tnconv.lower.schedule.product import Gram, MatrixChain
+from tnconv.lower.schedule.product import Gram, MatrixChain, gram_rule, matrix_rule
 from tnconv.lower.schedule.reduce import MaskedReduce, Reduce
+from tnconv.lower.schedule.site import Operand, Site
 from tnconv.runtime import bound
 
 Spec = tnconv.ConvSpec
@@ -182,6 +183,10 @@ class Ramp:
 register_constant(Ramp, Ramp.to_numpy)
 
 
+def _ramp(shape, offset: float = 0.0) -> torch.Tensor:
+    return torch.as_tensor(Ramp(shape, offset).to_numpy(), device=DEVICE)
+
+
 def _schedule(argument_shape, constants, steps, result, result_shape, shapes, scale,
               prepare=()) -> Schedule:
     return Schedule((Argument(0, 0, argument_shape),),
@@ -278,3 +283,70 @@ def test_a_gram_product_takes_the_scale_as_alpha_where_its_source_is_shared(scal
     x = rand(2, 3, 4)
     u = x.sum(2)
     assert_close(_value(folded, x), scale * u @ u.T)
+
+
+def _gram_after_two_chains(scale: float) -> Schedule:
+    """a0 [n, i] -> t2 = c1 on i (k) -> t3 = c1 again, on k (j) -> t4 = t3ᵀ t3: the one
+    constant enters both chains, so it enters the result four times."""
+    sizes = dict(n=2, i=3, k=3, j=3)
+    first = matrix_rule(Site((Operand(0, ("n", "i"), False), Operand(1, ("k", "i"), True)),
+                             ("n", "k"), 2, sizes))
+    second = matrix_rule(Site((Operand(2, ("n", "k"), False), Operand(1, ("j", "k"), True)),
+                              ("n", "j"), 3, sizes))
+    gram = gram_rule(Site((Operand(3, ("n", "j"), False, signature="t3"),
+                           Operand(3, ("n", "J"), False, signature="t3")), ("j", "J"), 4,
+                          dict(sizes, J=3)))
+    return _schedule((2, 3), ((1, Ramp((3, 3))),), (first, second, gram), 4, (3, 3),
+                     [(2, 3), (3, 3), (2, 3), (2, 3), (3, 3)], scale)
+
+
+def test_a_gram_product_after_a_chain_leaves_a_shared_matrix_alone():
+    """The chain feeding the Gram reads a matrix that another step reads too: its √scale
+    would reach the result more than twice, so the Gram's alpha carries the scale."""
+    built = _gram_after_two_chains(4.0)
+    assert readers(built)[1] == 2 and multiplicity(built)[1] == 4
+    folded = fold_scale(built)
+    assert _scaled_registers(folded) == set() and folded.prepare == ()
+    assert folded.steps[-1].alpha == 4.0 and folded.scale == 1
+    x = rand(2, 3)
+    assert_close(_value(folded, x), 4.0 * _value(replace(built, scale=1.0), x))
+
+
+# ------------------------------------------------------------------ shared registers
+def test_chains_whose_middle_result_is_read_elsewhere_stay_apart():
+    """t2 = c1 on a0's leg i, t3 = c2 on t2's leg n, and t4 reads both t2 and t3: merging
+    the chains would leave t2 unwritten."""
+    sizes = dict(n=2, i=3, k=4, m=3)
+    first = matrix_rule(Site((Operand(0, ("n", "i"), False), Operand(1, ("k", "i"), True)),
+                             ("n", "k"), 3, sizes))
+    second = matrix_rule(Site((Operand(3, ("n", "k"), False), Operand(2, ("m", "n"), True)),
+                              ("m", "k"), 4, sizes))
+    assert first.then(second) is not None  # they would merge if t2 were read once
+    both = Einsum((3, 4), 5, "ab,cb->acb")
+    built = _schedule((2, 3), ((1, Ramp((4, 3))), (2, Ramp((3, 2), 0.5))),
+                      (first, second, both), 5, (2, 3, 4),
+                      [(2, 3), (4, 3), (3, 2), (2, 4), (3, 4), (2, 3, 4)], 1.0)
+    assert merge_chains(built) == built
+    x = rand(2, 3)
+    t2 = x @ _ramp((4, 3)).T
+    t3 = _ramp((3, 2), 0.5) @ t2
+    assert_close(_value(built, x), torch.einsum("ab,cb->acb", t2, t3))
+
+
+@pytest.mark.parametrize("view", [
+    View((2, 3, 12), (Slice(2, 0, 12, 2),)),  # a strided selection (a masked sum alone)
+    View((2, 3, 4, 3), (Slice(3, 0, 3, 2), Reshape((2, 3, 8)))),  # a merge (summed before)
+])
+def test_a_sum_of_an_argument_read_elsewhere_keeps_the_view(view):
+    """a0 is summed by t1 and read again by t2: moving the sum into a0's view would change
+    what t2 reads."""
+    shape = view.shape
+    steps = (Reduce((0,), 1, (2,), ()), Einsum((0, 1), 2, "abc,ab->abc"))
+    built = Schedule((Argument(0, 0, shape, view),), (), (), steps, 2, shape,
+                     (shape, shape[:2], shape))
+    assert sum_arguments(replace(built, steps=steps[:1], result=1)) != \
+        replace(built, steps=steps[:1], result=1)  # read once, it would move
+    assert sum_arguments(built) == built
+    x = rand(*view.base_shape)
+    windows = view.apply_torch(x)
+    assert_close(_value(built, x), windows * windows.sum(2, keepdim=True))
