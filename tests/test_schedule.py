@@ -10,7 +10,7 @@ import tnconv
 from tests.helpers import DEVICE, assert_close, rand, run_step, schedule_of
 from tests.references import unfold_nd
 from tnconv.ir.network import Network, Tensor
-from tnconv.lower import lower, schedule
+from tnconv.lower import build_schedule as schedule, lower
 from tnconv.lower.program import lower_program
 from tnconv.lower.schedule import build_steps, run_passes
 from tnconv.lower.schedule.einsum import Einsum, einsum_rule

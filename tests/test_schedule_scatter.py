@@ -125,7 +125,7 @@ def test_fold_first_path_is_not_taken_where_the_folded_tensor_grows():
     program = lower(net, compiled.operation.arguments, compiled.program_for(2).result_shape)
     assert all(f < 0 for f in program.folds) and program.dense_constants
     assert prod(program.dense_constants[0].shape) < 2 ** 24
-    assert "scatter" not in tnconv.lower.schedule(program).families
+    assert "scatter" not in tnconv.lower.build_schedule(program).families
 
 
 def test_input_vjps_gather_from_the_padded_cotangent_where_that_is_cheaper():

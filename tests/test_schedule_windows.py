@@ -32,11 +32,11 @@ def _einsum(site: Site, windows: torch.Tensor, other: torch.Tensor) -> torch.Ten
 
 
 # ------------------------------------------------------------------ which step
-@pytest.mark.parametrize("stride, dilation, step", [
-    (1, 1, ShiftTap), (1, (2, 1), ShiftTap), (2, 1, TapLoop)])
-def test_depthwise_forward_runs_tap_by_tap(stride, dilation, step):
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (1, (2, 1)), (2, 1), (3, 2)])
+def test_depthwise_forward_runs_tap_by_tap(stride, dilation):
     """Stride 1: one multiply-add per tap over runs of the padded input (row blocks);
-    strided windows: over the window view's slices."""
+    strided windows: over each tap's grid of positions (row blocks too)."""
+    step = ShiftTap
     spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(32, 33), padding=1, groups=8,
                            stride=stride, dilation=dilation)
     assert step in step_types(schedule_of("forward", spec, 2))
@@ -55,6 +55,18 @@ def test_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
     x, w = rand(3, 8, 32, 33), rand(8, 1, 3, 3)
     expected = conv_nd(x, w, (1, 1), [(1, 1), (1, 1)], (1, 1), 8)
     assert_close(tnconv.conv(x, w, padding=1, groups=8, strategy="tn"), expected)
+
+
+def test_strided_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
+    """On strided windows the blocks hold whole grids: 24 rows of 16 x 17 positions in
+    blocks of 5 (the last one partial), the same result."""
+    monkeypatch.setattr(window_runtime, "_BLOCK_BYTES", 5 * 2 * 16 * 17 * 8)
+    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(32, 33), padding=1, groups=8,
+                           stride=2)
+    assert ShiftTap in step_types(schedule_of("forward", spec, 3))
+    x, w = rand(3, 8, 32, 33), rand(8, 1, 3, 3)
+    expected = conv_nd(x, w, (2, 2), [(1, 1), (1, 1)], (1, 1), 8)
+    assert_close(tnconv.conv(x, w, stride=2, padding=1, groups=8, strategy="tn"), expected)
 
 
 def test_depthwise_weight_vjp_runs_one_product_per_tap(monkeypatch):
@@ -258,8 +270,9 @@ _TAP_LEGS = ("n", "g", "o", "k", "p", "j")
 
 @given(data=st.data())
 def test_tap_loops_match_einsum_for_any_leg_order(data):
-    """Strided depthwise windows: taps summed against a weight (each tap summed or kept,
-    legs permuted) are a tap loop of multiply-adds."""
+    """Strided depthwise windows, taps summed against a weight, legs permuted: every tap
+    summed is one multiply-add per tap on its grid of positions (`ShiftTap`); with a tap
+    kept in the result, a tap loop of multiply-adds."""
     sizes = dict(zip(_TAP_LEGS, _TAP_VIEW.shape))
     summed = [tap for tap in ("k", "j") if data.draw(st.booleans())] or ["k"]
     other = tuple(data.draw(st.permutations(["g"] + summed)))
@@ -267,7 +280,10 @@ def test_tap_loops_match_einsum_for_any_leg_order(data):
     out = tuple(data.draw(st.permutations(out_legs)))
     site = _site(_TAP_VIEW, _TAP_LEGS, other, out, sizes, swap=data.draw(st.booleans()))
     step = window_rule(site)
-    assert isinstance(step, TapLoop) and step.broadcast is not None
+    if len(summed) == 2:
+        assert isinstance(step, ShiftTap)
+    else:
+        assert isinstance(step, TapLoop) and step.broadcast is not None
     windows, w = _TAP_VIEW.apply_torch(rand(2, 3, 10, 10)), rand(*site.shape(other))
     assert_close(run_step(step, windows, w), _einsum(site, windows, w))
 
@@ -300,10 +316,14 @@ def test_a_tap_loop_over_a_huge_window_view_runs_one_einsum_per_tap(monkeypatch)
 
 
 def test_windows_that_copy_too_little_are_left_to_the_einsum():
-    """Strided windows that hardly overlap (less than twice the data): no tap loop."""
+    """Strided windows that hardly overlap (less than twice the data) and are not depthwise
+    (a tap kept in the result): no tap loop; depthwise ones run in place on their grid."""
     view = View((2, 3, 9), (Window(2, 3, 2),))  # 4 windows of 3 over 9
-    site = _site(view, ("n", "c", "o", "k"), ("c", "k"), ("n", "c", "o"), dict(n=2, c=3, o=4, k=3))
-    assert window_rule(site) is None
+    sizes = dict(n=2, c=3, o=4, k=3, f=2)
+    assert window_rule(_site(view, ("n", "c", "o", "k"), ("c", "f"), ("n", "f", "o", "k"),
+                             sizes)) is None
+    site = _site(view, ("n", "c", "o", "k"), ("c", "k"), ("n", "c", "o"), sizes)
+    assert isinstance(window_rule(site), ShiftTap)
 
 
 def test_legs_out_of_the_expected_order_are_declined():
@@ -332,13 +352,14 @@ def test_a_window_view_that_is_no_argument_is_declined():
 
 
 # ------------------------------------------------------------------ autograd
-_AUTOGRAD_CASES = [
+_AUTOGRAD_CASES = [  # the second ShiftTap: strided windows, on the grid
     (_GEMM_VIEW, _GEMM_LEGS, ("g", "f", "c", "k", "j"), ("n", "g", "f", "o", "p"), ShiftGemm),
     (_GEMM_VIEW, _GEMM_LEGS, ("n", "g", "f", "o", "p"), ("g", "f", "c", "k", "j"),
      ShiftGemmOutput),
     (View((2, 3, 7, 6), (Window(2, 3, 1), Window(4, 2, 1))), ("n", "g", "o", "k", "p", "j"),
      ("g", "k", "j"), ("n", "g", "o", "p"), ShiftTap),
-    (_TAP_VIEW, _TAP_LEGS, ("g", "k", "j"), ("n", "g", "o", "p"), TapLoop),
+    (_TAP_VIEW, _TAP_LEGS, ("g", "k"), ("n", "g", "o", "p", "j"), TapLoop),
+    (_TAP_VIEW, _TAP_LEGS, ("g", "k", "j"), ("n", "g", "o", "p"), ShiftTap),
     (_TAP_VIEW, _TAP_LEGS, ("n", "g", "o", "p"), ("g", "k", "j"), TapOutput),
 ]
 
