@@ -9,7 +9,7 @@ torch.Size([2, 4, 8, 8])
 >>> print(tnconv.compile("forward", spec, rewrite=False).program.equation)  # as built
 abcef,bdcgh,gie,hjf->abdij
 >>> [step.rule for step in fwd.rewrite_result().steps]  # what the rewrites did
-['squeeze_size_one', 'squeeze_size_one', 'selection_lowering']
+['squeeze_size_one', 'squeeze_size_one', 'selection_lowering', 'selection_lowering']
 """
 
 from __future__ import annotations

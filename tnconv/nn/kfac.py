@@ -6,6 +6,15 @@ Conventions (DESIGN.md): factors are [G, D, D] with D = C_in/G·∏K (+1 with a
 bias column); `reduction="mean"` is S/(N·∏O) for KFC and (1/N) Σ ū ūᵀ for
 KFAC-reduce; the bias column of KFAC-reduce is appended after averaging.
 
+Non-finite inputs: the convolutions, their derivatives, unfold, fold and the patches
+select the values each window reads (views, selections, scatter-adds), so an Inf or NaN
+reaches exactly the entries whose windows read it, as in torch's kernels. The factors do
+not: KFAC-reduce and the averaged patches sum the input against matrices of counts (the
+patches are never formed), and KFC may meet the input with a pre-contracted pair of
+patterns, so a non-finite pixel spreads through those matrix products (0·Inf is NaN) to
+entries whose windows never read it. A factor of an input with a non-finite value is not
+finite either way; only which of its entries are NaN rather than Inf differs from im2col.
+
 >>> import torch, tnconv
 >>> conv = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
 >>> x = torch.rand(3, 4, 6, 6)
