@@ -9,6 +9,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -61,10 +62,18 @@ def test_every_python_block_of_the_page_runs(page, monkeypatch):
     """The page's Python blocks run in order in one namespace (later blocks use earlier
     names), from the repository root; each failure names the page and line."""
     monkeypatch.chdir(ROOT)
+    blocks = [block for block in code_blocks(page) if block.language == "python"]
+    _skip_without_graphviz(" ".join(block.code for block in blocks))
     namespace: dict = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    for block in code_blocks(page):
-        if block.language == "python":
-            exec(compile(block.code, f"{page}:{block.line}", "exec"), namespace)
+    for block in blocks:
+        exec(compile(block.code, f"{page}:{block.line}", "exec"), namespace)
+
+
+def _skip_without_graphviz(code: str) -> None:
+    """An example that draws an SVG needs Graphviz's `dot` program, as the render tests do
+    (`.ci/run` installs it)."""
+    if ".svg" in code and shutil.which("dot") is None:
+        pytest.skip("Graphviz's dot program is not installed (apt-get install graphviz)")
 
 
 def _shell_commands() -> list[tuple[str, str]]:
@@ -87,6 +96,7 @@ def test_every_shell_command_of_the_guide(where, command, tmp_path, monkeypatch)
     words = shlex.split(command)
     monkeypatch.chdir(tmp_path)
     if words[0] == "tnconv":
+        _skip_without_graphviz(command)
         assert cli.main(words[1:]) == 0, f"{where}: {command}"
     elif words[:2] == ["python", "-m"]:
         module = words[2]
