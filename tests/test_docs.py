@@ -218,10 +218,12 @@ def test_the_worked_example_kfac_step_is_the_kronecker_solve():
 
 
 # ------------------------------------------------------------------- performance, README
-def test_the_performance_plot_reads_every_committed_cell(tmp_path):
+def test_the_performance_plot_reads_every_committed_cell():
+    """What the plot shows (the site test checks that it is drawn): every timed cell of the
+    committed table, with its ratios."""
     sys.path.insert(0, str(ROOT))
     try:
-        from benchmarks.replot import plot_results, read_cells
+        from benchmarks.replot import read_cells
     finally:
         sys.path.remove(str(ROOT))
     text = (ROOT / "benchmarks" / "results" / "results.md").read_text(encoding="utf-8")
@@ -235,8 +237,6 @@ def test_the_performance_plot_reads_every_committed_cell(tmp_path):
     assert (first.layer, first.op) == (row[0], row[1])
     assert first.ratio("auto") == pytest.approx(float(row[3]))
     assert first.ratio("tn") == pytest.approx(float(row[4]))
-    assert plot_results(ROOT / "benchmarks" / "results" / "results.md", tmp_path / "r.png")
-    assert (tmp_path / "r.png").stat().st_size > 10_000
 
 
 def test_the_readme_points_to_the_docs():
