@@ -87,7 +87,16 @@ def output_of(spec: ConvSpec, batch: int) -> tuple[int, ...]:
 def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output: torch.Tensor,
                    stride=1, padding=0, dilation=1, groups: int = 1,
                    padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
-    """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
+    """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> w, g = torch.rand(4, 3, 3, 3), torch.rand(2, 4, 4, 4)
+        >>> gx = tnconv.conv_input_vjp((2, 3, 8, 8), w, g, stride=2, padding=1)
+        >>> torch.allclose(gx, torch.nn.grad.conv2d_input((2, 3, 8, 8), w, g, stride=2,
+        ...                                                padding=1), atol=1e-5)
+        True
+    """
     key = ("input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, strategy)
     return convolve(weight, grad_output, cached_call(key, lambda: _input_vjp_setup(
@@ -113,6 +122,17 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
     """Gradient with respect to the weight (`torch.nn.grad.conv2d_weight`).
 
     `per_sample=True` returns one gradient per example, [N, *weight_size].
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, g = torch.rand(2, 3, 8, 8), torch.rand(2, 4, 4, 4)
+        >>> gw = tnconv.conv_weight_vjp(x, (4, 3, 3, 3), g, stride=2, padding=1)
+        >>> torch.allclose(gw, torch.nn.grad.conv2d_weight(x, (4, 3, 3, 3), g, stride=2,
+        ...                                                 padding=1), atol=1e-5)
+        True
+        >>> tnconv.conv_weight_vjp(x, (4, 3, 3, 3), g, stride=2, padding=1,
+        ...                        per_sample=True).shape
+        torch.Size([2, 4, 3, 3, 3])
     """
     key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
@@ -138,7 +158,15 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation
 def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,
                    dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                    strategy: str = "auto") -> torch.Tensor:
-    """Change of the convolution's output along `input_tangent` (the weight held fixed)."""
+    """Change of the convolution's output along `input_tangent` (the weight held fixed).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> dx, w = torch.rand(2, 3, 9), torch.rand(4, 3, 3)
+        >>> torch.allclose(tnconv.conv_input_jvp(dx, w, padding=1),
+        ...                torch.nn.functional.conv1d(dx, w, padding=1), atol=1e-6)
+        True
+    """
     return _jvp("input_jvp", ("input_tangent", input_tangent), ("weight", weight),
                 (stride, padding, dilation, groups, padding_mode), strategy)
 
@@ -146,7 +174,15 @@ def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, 
 def conv_weight_jvp(input: torch.Tensor, weight_tangent: torch.Tensor, stride=1, padding=0,
                     dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                     strategy: str = "auto") -> torch.Tensor:
-    """Change of the convolution's output along `weight_tangent` (the input held fixed)."""
+    """Change of the convolution's output along `weight_tangent` (the input held fixed).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, dw = torch.rand(2, 3, 9), torch.rand(4, 3, 3)
+        >>> torch.allclose(tnconv.conv_weight_jvp(x, dw, stride=2),
+        ...                torch.nn.functional.conv1d(x, dw, stride=2), atol=1e-6)
+        True
+    """
     return _jvp("weight_jvp", ("input", input), ("weight_tangent", weight_tangent),
                 (stride, padding, dilation, groups, padding_mode), strategy)
 

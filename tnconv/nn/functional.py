@@ -46,7 +46,18 @@ def conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = N
     `x` is [N, C_in, *spatial] (or unbatched [C_in, *spatial]), `weight`
     [C_out, C_in/groups, *kernel]. `padding` may be an int, a tuple, explicit
     (left, right) pairs, 'same' or 'valid'; `padding_mode` is one of 'zeros',
-    'circular', 'reflect', 'replicate' (as the Conv modules).
+    'circular', 'reflect', 'replicate' (as the Conv modules). Differentiable to any order,
+    also under forward-mode AD and `torch.func` transforms.
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, w = torch.rand(2, 3, 9, 9), torch.rand(4, 3, 3, 3)
+        >>> y = tnconv.conv(x, w, stride=2, padding=1)
+        >>> torch.allclose(y, torch.nn.functional.conv2d(x, w, stride=2, padding=1), atol=1e-6)
+        True
+        >>> tnconv.conv(torch.rand(1, 2, 16), torch.rand(4, 2, 4), padding="same",
+        ...             padding_mode="circular").shape
+        torch.Size([1, 4, 16])
     """
     key = ("conv", tensor_key(x), tensor_key(weight), stride, padding, dilation, groups,
            padding_mode, strategy)
@@ -82,6 +93,16 @@ def unfold(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
     """Unfolded input (im2col) of any N: [N, C·∏K, ∏O], `torch.nn.functional.unfold`'s layout.
 
     `x` is [N, C, *spatial]; the number of spatial dimensions is read from `x`.
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x = torch.rand(2, 3, 8, 8)
+        >>> torch.equal(tnconv.unfold(x, 3, stride=2, padding=1),
+        ...             torch.nn.functional.unfold(x, 3, stride=2, padding=1))
+        True
+        >>> tnconv.unfold(torch.rand(1, 2, 4, 5, 5), (2, 3, 3), padding_mode="reflect",
+        ...               padding=1).shape
+        torch.Size([1, 36, 125])
     """
     key = ("unfold", tensor_key(x), getattr(x, "device", None), kernel_size, stride, padding,
            dilation, padding_mode, strategy)

@@ -50,7 +50,17 @@ def kfc(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1, groups: i
         reduction: str = "mean", bias: bool = False, group_average: bool = False,
         structure: str = "full", dtype: Optional[torch.dtype] = None,
         max_intermediate: Optional[int] = None, strategy: str = "auto") -> torch.Tensor:
-    """KFC (KFAC-expand) input factor [G, D, D] of the convolution these arguments define."""
+    """KFC (KFAC-expand) input factor [G, D, D] of the convolution these arguments define.
+
+    Options and conventions as `tnconv.kfc` (`reduction` "mean", "batch" or "sum").
+
+    Examples:
+        >>> import torch
+        >>> x = torch.rand(4, 2, 6, dtype=torch.float64)
+        >>> u = torch.nn.functional.unfold(x.unsqueeze(-1), (3, 1))     # [N, D, ∏O]
+        >>> torch.allclose(kfc(x, 3)[0], torch.einsum("ndo,neo->de", u, u) / (4 * 4))
+        True
+    """
     op = "tnconv.nn.functional.kfc"
     with error_context(op):
         spec = _spec(op, x, kernel_size, stride, padding, dilation, groups, padding_mode,
@@ -65,7 +75,17 @@ def kfac_reduce(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
                 output_padding=0, *, reduction: str = "mean", bias: bool = False,
                 group_average: bool = False, structure: str = "full",
                 dtype: Optional[torch.dtype] = None, strategy: str = "auto") -> torch.Tensor:
-    """KFAC-reduce input factor [G, D, D] of the convolution these arguments define."""
+    """KFAC-reduce input factor [G, D, D] of the convolution these arguments define.
+
+    Options and conventions as `tnconv.kfac_reduce` (`reduction` "mean" or "sum").
+
+    Examples:
+        >>> import torch
+        >>> x = torch.rand(4, 2, 6, dtype=torch.float64)
+        >>> u = torch.nn.functional.unfold(x.unsqueeze(-1), (3, 1)).mean(2)   # [N, D]
+        >>> torch.allclose(kfac_reduce(x, 3)[0], u.T @ u / 4)
+        True
+    """
     op = "tnconv.nn.functional.kfac_reduce"
     with error_context(op):
         spec = _spec(op, x, kernel_size, stride, padding, dilation, groups, padding_mode,
@@ -78,7 +98,13 @@ def kfac_reduce(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,
 def patches(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1, groups: int = 1,
             padding_mode: str = "zeros", transposed: bool = False, output_padding=0, *,
             dtype: Optional[torch.dtype] = None, strategy: str = "auto") -> torch.Tensor:
-    """Patch matrix [N, G, ∏O, D]."""
+    """Patch matrix [N, G, ∏O, D]: the unfolded input per group, one row per output position.
+
+    Examples:
+        >>> import torch
+        >>> patches(torch.rand(5, 4, 7, 7), 3, padding=1, groups=2).shape
+        torch.Size([5, 2, 49, 18])
+    """
     op = "tnconv.nn.functional.patches"
     with error_context(op):
         spec = _spec(op, x, kernel_size, stride, padding, dilation, groups, padding_mode,
@@ -90,7 +116,15 @@ def averaged_patches(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation
                      groups: int = 1, padding_mode: str = "zeros", transposed: bool = False,
                      output_padding=0, *, dtype: Optional[torch.dtype] = None,
                      strategy: str = "auto") -> torch.Tensor:
-    """Patches averaged over output positions [N, G, D]."""
+    """Patches averaged over output positions [N, G, D].
+
+    Examples:
+        >>> import torch
+        >>> x = torch.rand(5, 4, 7, 7)
+        >>> torch.allclose(averaged_patches(x, 3, padding=1, groups=2),
+        ...                patches(x, 3, padding=1, groups=2).mean(2), atol=1e-6)
+        True
+    """
     op = "tnconv.nn.functional.averaged_patches"
     with error_context(op):
         spec = _spec(op, x, kernel_size, stride, padding, dilation, groups, padding_mode,

@@ -65,6 +65,14 @@ def conv_transpose(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     """N-d transposed convolution, as `torch.nn.functional.conv_transpose{1,2,3}d` for any N.
 
     `x` is [N, C_in, *spatial] (or unbatched), `weight` [C_in, C_out/groups, *kernel].
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, w = torch.rand(2, 4, 5, 5), torch.rand(4, 3, 3, 3)
+        >>> y = tnconv.conv_transpose(x, w, stride=2, padding=1, output_padding=1)
+        >>> torch.allclose(y, torch.nn.functional.conv_transpose2d(
+        ...     x, w, stride=2, padding=1, output_padding=1), atol=1e-6)
+        True
     """
     op = "tnconv.conv_transpose"
     key = (op, tensor_key(x), tensor_key(weight), stride, padding, output_padding, groups, dilation,
@@ -92,7 +100,14 @@ def conv_transpose_input_vjp(input_size: Sequence[int], weight: torch.Tensor,
                              grad_output: torch.Tensor, stride=1, padding=0, output_padding=0,
                              groups: int = 1, dilation=1, *,
                              strategy: str = "auto") -> torch.Tensor:
-    """Gradient of `conv_transpose` with respect to its input of shape `input_size`."""
+    """Gradient of `conv_transpose` with respect to its input of shape `input_size`.
+
+    Examples:
+        >>> import torch, tnconv
+        >>> w, g = torch.rand(4, 3, 3), torch.rand(2, 3, 11)
+        >>> tnconv.conv_transpose_input_vjp((2, 4, 5), w, g, stride=2).shape
+        torch.Size([2, 4, 5])
+    """
     key = ("transpose_input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, strategy)
     return convolve(weight, grad_output, cached_call(key, lambda: _input_vjp_setup(
@@ -116,7 +131,16 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
                               grad_output: torch.Tensor, stride=1, padding=0, output_padding=0,
                               groups: int = 1, dilation=1, per_sample: bool = False, *,
                               strategy: str = "auto") -> torch.Tensor:
-    """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
+    """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, g = torch.rand(2, 4, 5), torch.rand(2, 3, 11)
+        >>> tnconv.conv_transpose_weight_vjp(x, (4, 3, 3), g, stride=2).shape
+        torch.Size([4, 3, 3])
+        >>> tnconv.conv_transpose_weight_vjp(x, (4, 3, 3), g, stride=2, per_sample=True).shape
+        torch.Size([2, 4, 3, 3])
+    """
     key = ("transpose_weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output),
            stride, padding, output_padding, groups, dilation, per_sample, strategy)
     return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
@@ -143,6 +167,16 @@ def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_p
     """Unfolded input of a transposed convolution: [N, C·∏K, ∏O] over its output pixels O.
 
     `conv_transpose(x, w)` equals ``w.transpose(0, 1).reshape(C_out, -1) @ u`` (groups=1).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, w = torch.rand(1, 2, 4), torch.rand(2, 3, 3)
+        >>> u = tnconv.unfold_transpose(x, 3, stride=2)
+        >>> u.shape
+        torch.Size([1, 6, 9])
+        >>> torch.allclose(w.transpose(0, 1).reshape(3, -1) @ u,
+        ...                tnconv.conv_transpose(x, w, stride=2), atol=1e-6)
+        True
     """
     op = "tnconv.unfold_transpose"
     spatial_ndim(op, "x", require_tensor(op, "x", x))
@@ -167,6 +201,15 @@ def fold(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, strid
 
     `x` is [N, C·∏K, L] (or unbatched [C·∏K, L]) with L = ∏O blocks; the result
     is [N, C, *output_size].
+
+    Examples:
+        >>> import torch, tnconv
+        >>> cols = torch.rand(2, 27, 16)
+        >>> torch.allclose(tnconv.fold(cols, (8, 8), 3, padding=1, stride=2),
+        ...                torch.nn.functional.fold(cols, (8, 8), 3, padding=1, stride=2))
+        True
+        >>> tnconv.fold(torch.rand(1, 8, 27), (4, 4, 4), 2).shape   # any N
+        torch.Size([1, 1, 4, 4, 4])
     """
     op = "tnconv.fold"
     ndim = _fold_ndim(output_size, kernel_size, dilation, padding, stride)

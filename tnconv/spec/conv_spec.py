@@ -123,6 +123,15 @@ class ConvSpec:
     'same' puts the extra pixel on the right, as torch does. For a transposed
     convolution (`transposed=True`), `input_size` is the spatial size of the
     transposed convolution's input and the weight is [C_in, C_out/G, K...].
+
+    Examples:
+        >>> spec = ConvSpec(in_channels=4, out_channels=8, kernel_size=3, input_size=(9, 9),
+        ...                 stride=2, padding="valid", groups=2)
+        >>> spec.output_size, spec.weight_shape
+        ((4, 4), (8, 2, 3, 3))
+        >>> ConvSpec(8, 4, kernel_size=4, input_size=(5,), stride=2, padding=1,
+        ...          transposed=True).output_size
+        (10,)
     """
 
     in_channels: int
