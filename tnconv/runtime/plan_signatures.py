@@ -57,10 +57,11 @@ class Signatures:
         self._of[register] = ("symbolic", value)
 
     def constant(self, register: int, value: torch.Tensor) -> None:
-        """Constants with equal shape, dtype and values share a signature."""
+        """Constants with equal shape, dtype and values share a signature (meta tensors
+        have no values: none is shared)."""
         for other, first in self._constants:
             if other.shape == value.shape and other.dtype == value.dtype \
-                    and torch.equal(other, value):
+                    and value.device.type != "meta" and torch.equal(other, value):
                 self._of[register] = ("constant", first)
                 return
         self._constants.append((value, register))
