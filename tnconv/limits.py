@@ -5,8 +5,9 @@ kernel of 2**20) describes a result, an index-pattern table or an unfolded
 input of astronomically many elements. tnconv estimates those sizes from the
 arguments alone and raises a `TNConvError` *before* it allocates anything,
 instead of asking the allocator for terabytes. The bound is one number of
-elements (not bytes), `DEFAULT_SIZE_LIMIT` = 2**32 unless `set_size_limit`
-changed it; what it covers:
+elements (not bytes), `DEFAULT_SIZE_LIMIT` = 2**31 unless `set_size_limit`
+changed it (8 GiB of float32; torch's CPU kernels also index some tensors with
+32-bit ints); what it covers:
 
 - the result of every public operation (e.g. N·C_out·∏O for a convolution);
 - the unfolded input where an operation forms it (`unfold`, `patches`, one
@@ -34,8 +35,8 @@ from tnconv.errors import TNConvError, positive_int
 __all__ = ["DEFAULT_SIZE_LIMIT", "set_size_limit", "size_limit", "check_size",
            "check_operation", "UNFOLDING"]
 
-#: Default bound: 2**32 elements (16 GiB of float32) in any one tensor or table.
-DEFAULT_SIZE_LIMIT = 2 ** 32
+#: Default bound: 2**31 elements (8 GiB of float32) in any one tensor or table.
+DEFAULT_SIZE_LIMIT = 2 ** 31
 _limit = DEFAULT_SIZE_LIMIT
 
 
@@ -44,7 +45,7 @@ def set_size_limit(elements: int) -> None:
 
     The bound applies to what tnconv would allocate: results, unfolded inputs
     and index-pattern tables (see the module `tnconv.limits`); the default is
-    `DEFAULT_SIZE_LIMIT` = 2**32. It is checked before allocating, from the
+    `DEFAULT_SIZE_LIMIT` = 2**31. It is checked before allocating, from the
     arguments' sizes, so a mistyped hyper-parameter fails at once. Lowering the
     bound empties tnconv's caches, so that no set-up accepted under the old bound
     is reused.
