@@ -195,20 +195,38 @@ def _transposed_ref(x: torch.Tensor, w: torch.Tensor, g: Geometry) -> torch.Tens
                                    create_graph=x.requires_grad or w.requires_grad)[0]
 
 
-def _identity(g: Geometry, like: torch.Tensor) -> torch.Tensor:
-    """The weight whose convolution is the unfold: output channel c·∏K + k copies tap k of
-    input channel c."""
-    d = g.in_channels * prod(g.kernel)
-    eye = torch.eye(d, dtype=like.dtype, device=like.device)
-    eye = eye.reshape(d, g.in_channels, *g.kernel)
-    return eye.transpose(0, 1) if g.transposed else eye
+def _sources(g: Geometry, d: int) -> list[list[int]]:
+    """[K, O] of dimension d: the input pixel tap k reads at output pixel o, or -1 (a zero);
+    written from the definitions, not from tnconv's patterns."""
+    k_, s, dil, (left, _), size = (g.kernel[d], g.stride[d], g.dilation[d], g.pairs[d],
+                                   g.size[d])
+    out = g.output_size[d]
+    if g.transposed:  # output o = i·s + k·dil - left
+        steps = [[o + left - k * dil for o in range(out)] for k in range(k_)]
+        return [[t // s if t % s == 0 and 0 <= t // s < size else -1 for t in row]
+                for row in steps]
+    padded = references._pad_indices(size, left, g.pairs[d][1], g.mode)
+    return [[padded[o * s + k * dil] for o in range(out)] for k in range(k_)]
 
 
 def unfold_ref(x: torch.Tensor, g: Geometry) -> torch.Tensor:
-    """[N, C·∏K, ∏O] of the (transposed) convolution `g`, F.unfold's layout."""
-    single = replace(g, groups=1, out_channels=g.in_channels * prod(g.kernel))
-    y = conv_ref(x, _identity(g, x), single)
-    return y.reshape(x.shape[0], y.shape[1], prod(y.shape[2:]))
+    """[N, C·∏K, ∏O] of the (transposed) convolution `g`, F.unfold's layout: torch's
+    `F.unfold` where it applies (2-d, zero padding, symmetric), else a selection by
+    index tables (no arithmetic: an inf stays where the definition puts it)."""
+    n, c = x.shape[:2]
+    if (g.ndim == 2 and not g.transposed and g.mode == "zeros" and n
+            and all(left == right for left, right in g.pairs)):
+        return F.unfold(x, g.kernel, g.dilation, [p for p, _ in g.pairs], g.stride)
+    for d in range(g.ndim):  # dim 2 + 2d holds I_d; it becomes (K_d, O_d)
+        dim = 2 + 2 * d
+        table = torch.tensor(_sources(g, d), device=x.device)
+        zero = torch.zeros_like(x.narrow(dim, 0, 1))
+        x = torch.cat([x, zero], dim).index_select(
+            dim, torch.where(table < 0, x.shape[dim], table).reshape(-1))
+        x = x.unflatten(dim, table.shape)
+    taps = [2 + 2 * d for d in range(g.ndim)]
+    x = x.permute(0, 1, *taps, *[t + 1 for t in taps])
+    return x.reshape(n, c * prod(g.kernel), prod(g.output_size))
 
 
 def _gradient(f: Any, shape: tuple[int, ...], like: torch.Tensor,
