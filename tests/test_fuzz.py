@@ -173,6 +173,28 @@ def _mutated(entry: Entry, g: Any, tensors: dict, options: dict, mutation: tuple
     return tensors, overrides, "value" if kind == "none" else "error"
 
 
+def _assert_names_the_argument(entry: Entry, mutation: tuple, message: str) -> None:
+    """A refusal names the argument the caller got wrong (issue 17, defect 11): the mutated
+    one, or for a groups that divides no channel count, a tensor whose channels it must
+    divide; a module's attributes are the module's ('conv', or 'x' whose channels it reads)."""
+    kind, detail = mutation
+    roles = set(entry.roles) | {"bias"}
+    if kind == "hyper":
+        allowed = {detail[0]} | (roles if detail[0] == "groups" else set())
+    elif kind == "module":
+        allowed = {"conv", "x"}
+    elif kind == "shape":  # or the argument it must agree with
+        allowed = roles | {"weight_size", "input_size", "kernel_size"}
+    elif kind == "not_tensor":
+        allowed = {detail}
+    elif kind in ("mixed_device", "mixed_dtype"):  # named as argument or as the reference
+        assert detail in message, (detail, message)
+        return
+    else:
+        return
+    assert any(f"argument '{name}'" in message for name in allowed), (allowed, message)
+
+
 def _result_dtype(entry: Entry, dtype: torch.dtype, options: dict) -> torch.dtype:
     if entry.factor:
         if options.get("dtype") is not None:
@@ -215,6 +237,7 @@ def _run(entry: Entry, g: Any, options: dict, mutation: tuple, seed: int) -> str
         result = entry.call(g, tensors, options, overrides)
     except TNConvError as err:
         assert expected == "error", f"a valid call was refused: {err}"
+        _assert_names_the_argument(entry, mutation, str(err))
         return "TNConvError"
     except Exception as err:  # noqa: BLE001 - classified below
         assert expected == "value", f"expected a TNConvError, got {type(err).__name__}: {err}"

@@ -18,7 +18,7 @@ from tnconv.compiler import Compiled, compile
 from tnconv.errors import argument_error
 from tnconv.spec.conv_spec import ConvSpec, error_context
 from tnconv.nn._arguments import batched, check_groups, spatial_ndim
-from tnconv.nn.validate import floating, guard_sizes, optional_bias, shape_fields
+from tnconv.nn.validate import floating, guard_sizes, kernel_for, optional_bias, shape_fields
 from tnconv.nn.call_cache import cached_call, tensor_key
 from tnconv.nn.autograd import convolve
 from tnconv.nn.kfac_functional import averaged_patches, kfac_reduce, kfc, patches
@@ -101,6 +101,7 @@ def _unfold_setup(x, kernel_size, stride, padding, dilation, padding_mode,
     op = "tnconv.unfold"
     with error_context(op, shape_fields("x", x, "in_channels", "out_channels", "input_size")):
         ndim = spatial_ndim(op, "x", x)
+        kernel_for(op, kernel_size, x)
         spec = ConvSpec(x.shape[1], x.shape[1], kernel_size, tuple(x.shape[2:]), stride=stride,
                         padding=padding, dilation=dilation, padding_mode=padding_mode)
         if spec.ndim != ndim:

@@ -24,7 +24,7 @@ from tnconv.errors import argument_error
 from tnconv.nn.factors import factor, patch_matrix
 from tnconv.spec.conv_spec import ConvSpec, error_context
 from tnconv.nn._arguments import check_groups
-from tnconv.nn.validate import floating, shape_fields
+from tnconv.nn.validate import floating, kernel_for, shape_fields
 
 __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches"]
 
@@ -35,6 +35,7 @@ def _spec(op: str, x: Any, kernel_size, stride, padding, dilation, groups, paddi
     if x.dim() < 3:
         raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)}",
                              "a tensor [N, C, *spatial]")
+    kernel_for(op, kernel_size, x)
     check_groups(op, groups)  # before it stands in for out_channels below
     fields = {**shape_fields("x", x, "in_channels", "input_size"),
               "out_channels": ("groups", groups)}

@@ -32,7 +32,7 @@ from tnconv.nn._arguments import batched, check_groups, spatial_ndim
 from tnconv.nn.call_cache import cached_call, tensor_key
 from tnconv.nn.autograd import convolve
 from tnconv.nn.derivatives import checked, expect_shape, full_shape, output_of, shape_of, size_key
-from tnconv.nn.validate import floating, optional_bias, shape_fields
+from tnconv.nn.validate import floating, kernel_for, optional_bias, shape_fields
 from tnconv.nn.functional import _add_bias
 
 __all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp",
@@ -153,6 +153,7 @@ def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_p
     op = "tnconv.unfold_transpose"
     floating(op, ("x", x))
     ndim = spatial_ndim(op, "x", x)
+    kernel_for(op, kernel_size, x)
     with error_context(op, shape_fields("x", x, "in_channels", "out_channels", "input_size")):
         spec = ConvSpec(x.shape[1], x.shape[1], kernel_size, tuple(x.shape[2:]), stride=stride,
                         padding=padding, dilation=dilation, transposed=True,

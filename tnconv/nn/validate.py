@@ -42,7 +42,7 @@ from tnconv.errors import argument_error
 from tnconv.limits import check_operation
 
 __all__ = ["FLOAT_DTYPES", "require_tensor", "float_dtype", "floating", "optional_bias",
-           "guard_sizes", "shape_fields"]
+           "guard_sizes", "shape_fields", "kernel_for"]
 
 #: The dtypes tnconv computes in (fp16/bf16 factors accumulate in fp32).
 FLOAT_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
@@ -105,3 +105,13 @@ def shape_fields(name: str, value: Any, *fields: str) -> dict[str, tuple[str, st
     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
     shown = f"tensor of shape {shape}" if isinstance(value, torch.Tensor) else f"shape {shape}"
     return {field: (name, shown) for field in fields}
+
+
+def kernel_for(operation: str, kernel_size: Any, x: torch.Tensor) -> None:
+    """A kernel_size tuple has one entry per spatial dimension of x [N, C, *spatial] (the
+    message says what x is, since either may be the mistake)."""
+    ndim = x.dim() - 2
+    if isinstance(kernel_size, (tuple, list)) and len(kernel_size) != ndim:
+        raise argument_error(operation, "kernel_size", kernel_size,
+                             f"an int or a tuple of {ndim} ints, as x of shape "
+                             f"{tuple(x.shape)} has {ndim} spatial dims")
