@@ -140,6 +140,8 @@ def test_a_module_whose_groups_became_true_is_not_answered_by_groups_one():
     (lambda: tnconv.fold(rand(1, 4, 1), (1, 1), 2), "kernel_size"),
     (lambda: tnconv.fold(rand(1, 4, 1), (1, 0), 2), "output_size"),
     (lambda: tnconv.kfc(torch.nn.Conv1d(1, 1, 5), rand(1, 1, 4)), "conv"),
+    (lambda: TF.averaged_patches(rand(1, 2, 5), 3, padding="valid", transposed="False"),
+     "transposed"),  # checked before it is read as a flag
 ])
 def test_messages_name_the_argument_the_caller_passed(call, argument):
     with pytest.raises(TNConvError) as info:

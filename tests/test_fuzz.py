@@ -2,7 +2,7 @@
 
 Each drawn call is a valid one (`tests.fuzz_entries`) with at most one mutation:
 another dtype (float32, float16, bfloat16, integer, bool, complex), the meta
-device for every tensor or for one, a tensor replaced by an array or given a
+device (and, where there is one, the GPU) for every tensor or for one, a tensor replaced by an array or given a
 wrong shape, a hyper-parameter or option replaced by an invalid value, a
 hyper-parameter so large that the result would not fit (the size guard), or a
 conv module's attribute set to an invalid value. Every outcome is classified:
@@ -49,6 +49,8 @@ REFUSED_DTYPES = (torch.int64, torch.int32, torch.uint8, torch.bool, torch.compl
 #: bound on the sum of the magnitudes each result entry is made of.
 RTOL = {torch.float64: 1e-11, torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 8e-2}
 HUGE = 2 ** 31 - 1
+#: Where a GPU is present, the mutations also move every tensor, or one, to it.
+CUDA = torch.cuda.is_available()
 
 
 # ------------------------------------------------------------------ mutations
@@ -91,6 +93,8 @@ def mutations(draw: Any, entry: Entry, g: Any, options: dict) -> tuple:
     kinds = ["none", "none", "dtype", "meta", "hyper", "shape", "not_tensor"]
     if len(entry.roles) > 1 or options.get("with_bias"):
         kinds += ["mixed_device", "mixed_dtype"]
+    if CUDA:
+        kinds += ["cuda"] + (["mixed_cuda"] if "mixed_device" in kinds else [])
     if entry.scales_with_output and g.batch:
         kinds.append("huge")
     if "module_bias" in options:
@@ -108,7 +112,7 @@ def mutations(draw: Any, entry: Entry, g: Any, options: dict) -> tuple:
         return kind, ("bias" if name == "bias_flag" else name, draw(st.sampled_from(values)))
     if kind == "module":
         return kind, draw(st.sampled_from(_module_mutations(g)))
-    if kind in ("mixed_device", "mixed_dtype", "shape", "not_tensor"):
+    if kind in ("mixed_device", "mixed_cuda", "mixed_dtype", "shape", "not_tensor"):
         roles = list(entry.roles) + (["bias"] if options.get("with_bias") else [])
         return kind, draw(st.sampled_from(roles if kind in ("shape", "not_tensor")
                                           else roles[1:]))
@@ -149,10 +153,10 @@ def _mutated(entry: Entry, g: Any, tensors: dict, options: dict, mutation: tuple
     if kind == "dtype":
         tensors = {k: v.to(detail) for k, v in tensors.items()}
         return tensors, overrides, "value" if detail in VALUE_DTYPES else "error"
-    if kind == "meta":
-        return {k: v.to("meta") for k, v in tensors.items()}, overrides, "value"
-    if kind == "mixed_device":
-        tensors[detail] = tensors[detail].to("meta")
+    if kind in ("meta", "cuda"):
+        return {k: v.to(kind) for k, v in tensors.items()}, overrides, "value"
+    if kind in ("mixed_device", "mixed_cuda"):
+        tensors[detail] = tensors[detail].to("meta" if kind == "mixed_device" else "cuda")
     elif kind == "mixed_dtype":
         tensors[detail] = tensors[detail].to(torch.float32)
     elif kind == "shape":
@@ -187,7 +191,7 @@ def _assert_names_the_argument(entry: Entry, mutation: tuple, message: str) -> N
         allowed = roles | {"weight_size", "input_size", "kernel_size"}
     elif kind == "not_tensor":
         allowed = {detail}
-    elif kind in ("mixed_device", "mixed_dtype"):  # named as argument or as the reference
+    elif kind in ("mixed_device", "mixed_cuda", "mixed_dtype"):  # as argument or reference
         assert detail in message, (detail, message)
         return
     else:
@@ -207,7 +211,7 @@ def _assert_equal(got: torch.Tensor, expected: torch.Tensor, magnitude: torch.Te
                   rtol: float) -> None:
     """Equal where the reference is not finite; within rtol·magnitude elsewhere."""
     assert tuple(got.shape) == tuple(expected.shape), (tuple(got.shape), tuple(expected.shape))
-    got = got.detach().to(torch.float64)
+    got = got.detach().cpu().to(torch.float64)
     finite = torch.isfinite(expected)
     assert torch.equal(torch.isnan(got), torch.isnan(expected))
     assert torch.equal(got[~finite & ~torch.isnan(expected)],
@@ -249,8 +253,10 @@ def _run(entry: Entry, g: Any, options: dict, mutation: tuple, seed: int) -> str
     dtype = next(iter(tensors.values())).dtype
     assert result.dtype == _result_dtype(entry, dtype, options), result.dtype
     want = reference(entry, g, valid, options)
+    assert result.device.type == ("cuda" if mutation[0] == "cuda" else
+                                  "meta" if mutation[0] == "meta" else "cpu"), result.device
     if mutation[0] == "meta":
-        assert result.device.type == "meta" and tuple(result.shape) == tuple(want.shape)
+        assert tuple(result.shape) == tuple(want.shape)
         return "equals the reference (meta)"
     magnitude = reference(entry, g, {k: v.abs() for k, v in valid.items()}, options)
     compute = torch.float32 if result.dtype == torch.float32 else dtype

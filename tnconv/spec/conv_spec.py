@@ -180,14 +180,14 @@ class ConvSpec:
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
+        if not isinstance(self.transposed, bool):  # before anything reads it as a flag
+            raise SpecError("transposed", self.transposed, "True or False")
         if self.transposed and isinstance(self.padding, str):
             raise SpecError("padding", self.padding,
                             "ints or pairs for a transposed convolution (as torch)")
         given = self.padding if isinstance(self.padding, str) else None
         object.__setattr__(self, "padding", _padding_pairs(
             self.padding, ndim, self.kernel_size, self.stride, self.dilation))
-        if not isinstance(self.transposed, bool):
-            raise SpecError("transposed", self.transposed, "True or False")
         self._check(given)
 
     # ----------------------------------------------------------------- checks
