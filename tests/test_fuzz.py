@@ -2,15 +2,17 @@
 
 Each drawn call is a valid one (`tests.fuzz_entries`) with at most one mutation:
 another dtype (float32, float16, bfloat16, integer, bool, complex), the meta
-device (and, where there is one, the GPU) for every tensor or for one, a tensor replaced by an array or given a
-wrong shape, a hyper-parameter or option replaced by an invalid value, a
-hyper-parameter so large that the result would not fit (the size guard), or a
-conv module's attribute set to an invalid value. Every outcome is classified:
+device (and, where there is one, the GPU) for every tensor or for one, a
+tensor replaced by an array or given a wrong shape, a hyper-parameter or
+option replaced by an invalid value, a hyper-parameter so large that the
+result would not fit (the size guard), or a conv module's attribute set to an
+invalid value. Every outcome is classified:
 
 - "equals the reference": a value equal to the float64 reference
   (`tests.fuzz_cases`) within the tolerance of the dtype it was computed in,
   of the promised dtype; on the meta device, a meta tensor of the right shape;
-- "TNConvError": only where the call is invalid (a valid call must not be refused);
+- "TNConvError": only where the call is invalid (a valid call must not be refused),
+  naming the argument the caller got wrong;
 - "torch raises the same": any other exception, only where torch's reference
   raises the same type for the same input.
 
@@ -130,9 +132,11 @@ def _module_mutations(g: Any) -> list:
             ("out_channels", None)]
 
 
-def _corrupt_shape(entry: Entry, role: str, t: torch.Tensor) -> torch.Tensor:
+def _corrupt_shape(entry: Entry, role: str, t: torch.Tensor, unbatched: bool) -> torch.Tensor:
     """A shape no entry point can take for `role`: one channel more where channels are
     checked against another argument, else one dimension more."""
+    if unbatched and role == entry.roles[0]:  # [C, *spatial]
+        return torch.cat([t, t.narrow(0, 0, 1)], 0)
     if role == "bias" or entry.name.startswith("compile."):
         return torch.cat([t, t.narrow(-1, 0, 1)], -1) if t.dim() == 1 else \
             torch.cat([t, t.narrow(1, 0, 1)], 1)
@@ -160,7 +164,8 @@ def _mutated(entry: Entry, g: Any, tensors: dict, options: dict, mutation: tuple
     elif kind == "mixed_dtype":
         tensors[detail] = tensors[detail].to(torch.float32)
     elif kind == "shape":
-        tensors[detail] = _corrupt_shape(entry, detail, tensors[detail])
+        tensors[detail] = _corrupt_shape(entry, detail, tensors[detail],
+                                         bool(options.get("unbatched")))
     elif kind == "not_tensor":
         tensors[detail] = tensors[detail].numpy()
     elif kind == "hyper":
@@ -184,7 +189,8 @@ def _assert_names_the_argument(entry: Entry, mutation: tuple, message: str) -> N
     kind, detail = mutation
     roles = set(entry.roles) | {"bias"}
     if kind == "hyper":
-        allowed = {detail[0]} | (roles if detail[0] == "groups" else set())
+        allowed = {detail[0]} | (roles | {"in_channels", "out_channels"}  # ConvSpec's
+                                 if detail[0] == "groups" else set())
     elif kind == "module":
         allowed = {"conv", "x"}
     elif kind == "shape":  # or the argument it must agree with
