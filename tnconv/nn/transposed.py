@@ -165,12 +165,19 @@ def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_p
         return compiled(x)
 
 
-def _fold_ndim(*arguments: Any) -> int:
-    """Spatial dimensions: the length of the first tuple argument, else 2 (as torch)."""
-    for value in arguments:
+def _fold_ndim(op: str, **arguments: Any) -> int:
+    """Spatial dimensions: the length of the first tuple argument, else 2 (as torch); a
+    tuple of another length is named with the one it disagrees with."""
+    first = None
+    for name, value in arguments.items():
         if isinstance(value, (tuple, list, torch.Size)):
-            return len(value)
-    return 2
+            if first is None:
+                first = (name, len(value))
+            elif len(value) != first[1]:
+                raise argument_error(op, name, value,
+                                     f"an int or a tuple of {first[1]} entries, as "
+                                     f"{first[0]} has {first[1]}")
+    return 2 if first is None else first[1]
 
 
 def fold(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, stride=1, *,
@@ -183,7 +190,8 @@ def fold(x: torch.Tensor, output_size, kernel_size, dilation=1, padding=0, strid
     """
     op = "tnconv.fold"
     floating(op, ("x", x))
-    ndim = _fold_ndim(output_size, kernel_size, dilation, padding, stride)
+    ndim = _fold_ndim(op, output_size=output_size, kernel_size=kernel_size,
+                      dilation=dilation, padding=padding, stride=stride)
     size = (output_size,) * ndim if isinstance(output_size, int) else output_size
     if not (isinstance(size, (tuple, list, torch.Size)) and len(size) == ndim
             and all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIZE
