@@ -25,7 +25,8 @@ from tnconv.nn.call_cache import cached_call, tensor_key
 from tnconv.compiler import Compiled, compile
 from tnconv.errors import argument_error
 from tnconv.spec.conv_spec import ConvSpec, error_context
-from tnconv.nn._arguments import check_groups, require_tensor, same_dtype, spatial_ndim
+from tnconv.nn._arguments import check_groups, require_tensor, spatial_ndim
+from tnconv.nn.validate import floating, guard_sizes, shape_fields
 from tnconv.nn.autograd import convolve
 
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
@@ -53,25 +54,39 @@ def expect_shape(op: str, name: str, tensor: Any, shape: Sequence[int]) -> torch
     return tensor
 
 
-def conv_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
-              padding: Any, dilation: Any, groups: Any, padding_mode: str,
-              weight_name: str = "weight") -> ConvSpec:
-    """The spec of a convolution of an input of `input_shape` with a weight of `weight_shape`
-    (the caller's argument `weight_name`: a tensor or a size)."""
+def shape_of(value: Any) -> tuple[int, ...]:
+    """The shape of a tensor argument or a shape argument."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
+
+
+def conv_spec(op: str, input: tuple[str, Any], weight: tuple[str, Any], stride: Any,
+              padding: Any, dilation: Any, groups: Any, padding_mode: str) -> ConvSpec:
+    """The spec of a convolution of an input with a weight, each given as (the caller's
+    argument name, a tensor or a shape); errors name the argument a size came from."""
+    (input_name, input_value), (weight_name, weight_value) = input, weight
+    input_shape, weight_shape = shape_of(input_value), shape_of(weight_value)
     check_groups(op, groups)
     if weight_shape[0] % groups or input_shape[1] % groups:
-        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
+        raise argument_error(op, weight_name, f"shape {weight_shape}",
                              f"[C_out, C_in/groups, *kernel] with C_out a multiple of "
                              f"groups={groups}, for an input with {input_shape[1]} channels")
-    with error_context(op):
-        spec = ConvSpec(input_shape[1], weight_shape[0], tuple(weight_shape[2:]),
-                        tuple(input_shape[2:]), stride=stride, padding=padding,
-                        dilation=dilation, groups=groups, padding_mode=padding_mode)
-    if spec.weight_shape != tuple(weight_shape):
-        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
+    fields = {**shape_fields(input_name, input_value, "in_channels", "input_size"),
+              **shape_fields(weight_name, weight_value, "out_channels", "kernel_size")}
+    with error_context(op, fields):
+        spec = ConvSpec(input_shape[1], weight_shape[0], weight_shape[2:], input_shape[2:],
+                        stride=stride, padding=padding, dilation=dilation, groups=groups,
+                        padding_mode=padding_mode)
+    if spec.weight_shape != weight_shape:
+        raise argument_error(op, weight_name, f"shape {weight_shape}",
                              f"shape {spec.weight_shape} ([C_out, C_in/groups, *kernel]) for an "
                              f"input with {input_shape[1]} channels and groups={groups}")
     return spec
+
+
+def checked(op: str, compiled: Compiled, batch: int) -> Compiled:
+    """`compiled` after the size guard for a batch of `batch` samples."""
+    guard_sizes(op, compiled, batch)
+    return compiled
 
 
 def size_key(value: Any) -> Any:
@@ -97,6 +112,7 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
         ...                                                padding=1), atol=1e-5)
         True
     """
+    floating("tnconv.conv_input_vjp", ("weight", weight), ("grad_output", grad_output))
     key = ("input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, strategy)
     return convolve(weight, grad_output, cached_call(key, lambda: _input_vjp_setup(
@@ -107,12 +123,12 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
 def _input_vjp_setup(input_size, weight, grad_output, stride, padding, dilation, groups,
                      padding_mode, strategy) -> Compiled:
     op = "tnconv.conv_input_vjp"
-    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
+    ndim = spatial_ndim(op, "weight", weight)
     size = full_shape(op, "input_size", input_size, ndim)
-    spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
+    spec = conv_spec(op, ("input_size", size), ("weight", weight), stride, padding, dilation,
+                     groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
-    same_dtype(op, ("weight", weight), ("grad_output", grad_output))
-    return compile("input_vjp", spec, strategy=strategy)
+    return checked(op, compile("input_vjp", spec, strategy=strategy), size[0])
 
 
 def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output: torch.Tensor,
@@ -134,6 +150,7 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
         ...                        per_sample=True).shape
         torch.Size([2, 4, 3, 3, 3])
     """
+    floating("tnconv.conv_weight_vjp", ("input", input), ("grad_output", grad_output))
     key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
     return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
@@ -144,15 +161,15 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation, groups,
                       padding_mode, per_sample, strategy) -> Compiled:
     op = "tnconv.conv_weight_vjp"
-    ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
+    ndim = spatial_ndim(op, "input", input)
     size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
-    spec = conv_spec(op, input.shape, size, stride, padding, dilation, groups, padding_mode,
-                     weight_name="weight_size")
+    spec = conv_spec(op, ("input", input), ("weight_size", size), stride, padding, dilation,
+                     groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
-    same_dtype(op, ("input", input), ("grad_output", grad_output))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
+    return checked(op, compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample),
+                   input.shape[0])
 
 
 def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,
@@ -192,6 +209,7 @@ def _jvp(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tupl
     """Both JVPs: `name` ("input_jvp" or "weight_jvp") of an input-shaped and a
     weight-shaped tensor, each given with its argument name; set up once per call site."""
     (_, x), (_, w) = input, weight
+    floating(f"tnconv.conv_{name}", input, weight)
     key = (name, tensor_key(x), tensor_key(w), *hyper, strategy)
     return convolve(x, w, cached_call(key, lambda: _jvp_setup(name, input, weight, hyper,
                                                                strategy)))
@@ -201,8 +219,7 @@ def _jvp_setup(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper
                strategy: str) -> Compiled:
     op = f"tnconv.conv_{name}"
     (input_name, x), (weight_name, w) = input, weight
-    ndim = spatial_ndim(op, weight_name, require_tensor(op, weight_name, w))
-    size = full_shape(op, input_name, tuple(require_tensor(op, input_name, x).shape), ndim)
-    spec = conv_spec(op, size, w.shape, *hyper, weight_name=weight_name)
-    same_dtype(op, (input_name, x), (weight_name, w))
-    return compile(name, spec, strategy=strategy)
+    ndim = spatial_ndim(op, weight_name, w)
+    full_shape(op, input_name, tuple(x.shape), ndim)
+    spec = conv_spec(op, input, weight, *hyper)
+    return checked(op, compile(name, spec, strategy=strategy), x.shape[0])

@@ -24,20 +24,26 @@ from tnconv.errors import argument_error
 from tnconv.nn.factors import factor, patch_matrix
 from tnconv.spec.conv_spec import ConvSpec, error_context
 from tnconv.nn._arguments import check_groups
+from tnconv.nn.validate import floating, kernel_for, shape_fields
 
 __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches"]
 
 
 def _spec(op: str, x: Any, kernel_size, stride, padding, dilation, groups, padding_mode,
           transposed, output_padding) -> ConvSpec:
-    if not isinstance(x, torch.Tensor) or x.dim() < 3:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise argument_error(op, "x", shape, "a tensor [N, C, *spatial]")
+    floating(op, ("x", x))
+    if x.dim() < 3:
+        raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)}",
+                             "a tensor [N, C, *spatial]")
+    kernel_for(op, kernel_size, x)
     check_groups(op, groups)  # before it stands in for out_channels below
-    spec = ConvSpec(x.shape[1], groups, kernel_size,
-                    tuple(x.shape[2:]), stride=stride, padding=padding, dilation=dilation,
-                    groups=groups, padding_mode=padding_mode, transposed=transposed,
-                    output_padding=output_padding)
+    fields = {**shape_fields("x", x, "in_channels", "input_size"),
+              "out_channels": ("groups", groups)}
+    with error_context(op, fields):
+        spec = ConvSpec(x.shape[1], groups, kernel_size,
+                        tuple(x.shape[2:]), stride=stride, padding=padding, dilation=dilation,
+                        groups=groups, padding_mode=padding_mode, transposed=transposed,
+                        output_padding=output_padding)
     if spec.ndim != x.dim() - 2:
         raise argument_error(op, "kernel_size", kernel_size,
                              f"an int or a tuple of {x.dim() - 2} ints for a "
