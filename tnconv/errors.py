@@ -27,7 +27,7 @@ class TNConvError(ValueError):
         ...     tnconv.unfold(torch.rand(1, 2, 8), kernel_size=0)
         ... except tnconv.TNConvError as error:
         ...     print(error)
-        tnconv.unfold: ConvSpec: argument 'kernel_size' got 0; allowed: an int >= 1 or a tuple of 1 such ints (at most 2147483647).
+        tnconv.unfold: argument 'kernel_size' got 0; allowed: an int >= 1 or a tuple of 1 such ints (at most 2147483647).
     """
 
 
