@@ -169,10 +169,10 @@ def test_torch_func_transforms_match_reference(ndim, strategy, data):
 def _vjp_pair(conv):
     """(input VJP (w, g), weight VJP (x, g)) of `conv`, by torch.func.vjp."""
     def input_vjp(x_shape, w, g):
-        return torch.func.vjp(lambda v: conv(v, w), torch.zeros(x_shape, dtype=w.dtype))[1](g)[0]
+        return torch.func.vjp(lambda v: conv(v, w), torch.zeros(x_shape, dtype=w.dtype, device=w.device))[1](g)[0]
 
     def weight_vjp(x, w_shape, g):
-        return torch.func.vjp(lambda v: conv(x, v), torch.zeros(w_shape, dtype=x.dtype))[1](g)[0]
+        return torch.func.vjp(lambda v: conv(x, v), torch.zeros(w_shape, dtype=x.dtype, device=x.device))[1](g)[0]
     return input_vjp, weight_vjp
 
 

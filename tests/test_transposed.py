@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import tnconv
 from tnconv.errors import TNConvError
-from tests.helpers import assert_close, rand
+from tests.helpers import DEVICE, assert_close, rand
 from tests.test_autodiff import STRATEGIES, conv_reference
 
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
@@ -109,7 +109,7 @@ def test_conv_transpose_is_weight_matrix_times_unfold_transpose(ndim, strategy, 
 
 def test_bias_unbatched_and_from_module():
     module = torch.nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2,
-                                      dtype=torch.float64)
+                                      dtype=torch.float64, device=DEVICE)
     x = rand(4, 5, 5)
     y = tnconv.conv_transpose(x, module.weight, module.bias, stride=2, padding=1,
                               output_padding=1, groups=2)
