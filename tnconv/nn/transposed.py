@@ -31,7 +31,8 @@ from tnconv.spec.conv_spec import MAX_SIZE, ConvSpec, error_context
 from tnconv.nn._arguments import batched, check_groups, require_tensor, same_dtype, spatial_ndim
 from tnconv.nn.call_cache import cached_call, tensor_key
 from tnconv.nn.autograd import convolve
-from tnconv.nn.derivatives import expect_shape, full_shape, output_of, size_key
+from tnconv.nn.derivatives import expect_shape, full_shape, output_of, run_vjp, size_key
+from tnconv.sampled import check_sample
 from tnconv.nn.functional import _add_bias
 
 __all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp",
@@ -115,17 +116,23 @@ def _input_vjp_setup(input_size, weight, grad_output, stride, padding, output_pa
 def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
                               grad_output: torch.Tensor, stride=1, padding=0, output_padding=0,
                               groups: int = 1, dilation=1, per_sample: bool = False, *,
-                              strategy: str = "auto") -> torch.Tensor:
-    """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample)."""
+                              strategy: str = "auto", sample: Optional[Any] = None
+                              ) -> torch.Tensor:
+    """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample).
+
+    `sample` as `tnconv.conv_weight_vjp`'s (unbiased, variance growing like 1/keep);
+    leg "spatial" keeps positions of the transposed convolution's *input*, where its
+    kernel-sized patches are (each input pixel spreads one patch into the output).
+    """
     key = ("transpose_weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output),
-           stride, padding, output_padding, groups, dilation, per_sample, strategy)
-    return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
+           stride, padding, output_padding, groups, dilation, per_sample, strategy, sample)
+    return run_vjp(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, output_padding, groups, dilation,
-        per_sample, strategy)))
+        per_sample, strategy, sample)))
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_padding, groups,
-                      dilation, per_sample, strategy) -> Compiled:
+                      dilation, per_sample, strategy, sample=None) -> Any:
     op = "tnconv.conv_transpose_weight_vjp"
     ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
     size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
@@ -135,7 +142,9 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_p
     same_dtype(op, ("input", input), ("grad_output", grad_output))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
+    if sample is not None:
+        check_sample(op, "weight_vjp", sample)
+    return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample, sample=sample)
 
 
 def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_padding=0,
