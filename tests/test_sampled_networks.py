@@ -20,6 +20,8 @@ from tnconv.ir.network import Network
 from tnconv.ir.selection import SELECTION_ROLE, WEIGHTS_ROLE, SelectionView
 from tnconv.lower.paths import plan_path
 from tnconv.lower.schedule.gather import Gather, IndexAdd, OneHotEinsum
+from tnconv.lower.schedule.product import Matmul
+from tnconv.runtime.interpreter import Bound
 from tnconv.ops.sampling import sampled_legs
 from tnconv.rewrite.rules import squeeze_size_one
 
@@ -179,10 +181,31 @@ def test_the_rewritten_vjp_gathers_patches_inside_the_window_view():
     assert "take rows" in " ".join(op.describe() for op in inside.source)
     # the final product contracts the gathered [.., 5, .., 5 ..] tensors, never 20×20
     final = schedule.steps[-1]
-    assert set(final.inputs) == {s.output for s in gathers}
+    assert isinstance(final, Matmul) and set(final.inputs) == {s.output for s in gathers}
     for register in final.inputs:
         assert schedule.shapes[register].count(5) == 2 and 20 not in schedule.shapes[register]
     assert not any(isinstance(s, OneHotEinsum) for s in schedule.steps)
+    # the last window's selection is applied on the view, laid out as the product reads it
+    order = final.left_order if final.inputs[0] == inside.output else final.right_order
+    assert inside.final >= 0 and inside.layout == tuple(inside.permutation[o] for o in order)
+    x, g = rand(4, 8, 20, 20), rand(4, 16, 20, 20)
+    index = torch.tensor([0, 3, 7, 12, 19, 1, 2, 3, 10, 18], device=DEVICE)
+    weights = torch.rand(10, dtype=torch.float64, device=DEVICE)
+    bound = Bound(schedule, DEVICE, torch.float64)
+    gathered = {}
+
+    def recording(call):  # keeps the gathered input, as the product receives it
+        def run(registers):
+            gathered["x"] = call(registers)
+            return gathered["x"]
+        return run
+
+    bound._calls = tuple((out, recording(call) if out == inside.output else call)
+                         for out, call in bound._calls)
+    picks, parts = [index[:5].cpu(), index[5:].cpu()], [weights[:5].cpu(), weights[5:].cpu()]
+    assert_close(bound(x, g, index, weights),
+                 _weight_vjp_reference(spec, x, g * _grid((20, 20), picks, parts).to(DEVICE)))
+    assert gathered["x"].permute(order).is_contiguous()  # the product's reshape copies nothing
 
 
 def test_channel_sampling_scatters_its_output_leg_last():

@@ -80,13 +80,23 @@ def _rows(index: torch.Tensor, take: TakeRows) -> torch.Tensor:
     return (index[:, None] * take.step + taps).reshape(-1)
 
 
+def _along(w: torch.Tensor, dim: int, ndim: int) -> torch.Tensor:
+    """`w` laid along dim `dim` of an `ndim`-dimensional tensor."""
+    return w.view(-1, *(1,) * (ndim - dim - 1))
+
+
 def _gather_inside(step: Gather) -> Run:
     """A `source` plan: view steps and row takes, each weight vector (one per selection, on
-    its s leg) multiplied into the rows its selection took."""
+    its s leg) multiplied into the rows its selection took; then the `final` selection on
+    the final view, its result laid out in `layout`."""
     data, *rest = step.inputs
     selections, weights = rest[:len(step.dims)], rest[len(step.dims):]
     by_selection = dict(zip(step.weight_of, weights))
-    source, permutation = step.source, step.permutation
+    source, permutation, final, layout = step.source, step.permutation, step.final, step.layout
+    if final >= 0:
+        at = layout.index(step.dims[final])
+        back = tuple(layout.index(d) for d in range(len(layout)))
+        permutation = tuple(back[p] for p in permutation)
 
     def run(r: Sequence[Any]) -> torch.Tensor:
         x = r[data]
@@ -98,7 +108,12 @@ def _gather_inside(step: Gather) -> Run:
             w = by_selection.get(op.selection)
             if w is not None:
                 scale = r[w].repeat_interleave(op.size) if op.size > 1 else r[w]
-                x.mul_(scale.view(-1, *(1,) * (x.dim() - op.dim - 1)))
+                x.mul_(_along(scale, op.dim, x.dim()))
+        if final >= 0:
+            x = x.permute(layout).index_select(at, r[selections[final]])
+            w = by_selection.get(final)
+            if w is not None:
+                x.mul_(_along(r[w], at, x.dim()))
         return x.permute(permutation)
 
     return run

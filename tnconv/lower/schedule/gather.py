@@ -58,6 +58,10 @@ class Gather(Step):
     #: Per weight vector, the selection whose s leg it carries (-1: another shape).
     weight_of: tuple[int, ...] = ()
     source: Optional[tuple] = None
+    #: With a `source`: the selection applied last, on the final view (-1: none), by an
+    #: `index_select` whose result is laid out in `layout` (an order of the gathered dims).
+    final: int = -1
+    layout: tuple[int, ...] = ()
 
     @property
     def adjacent(self) -> bool:

@@ -35,6 +35,7 @@ from tnconv.ir.selection import SelectionView
 from tnconv.ir.views import Dilate, Flip, Pad, Reshape, Slice, SplitLeg, Take, View, Window
 from tnconv.lower.schedule.gather import Gather
 from tnconv.lower.schedule.model import Argument, Schedule
+from tnconv.lower.schedule.product import Matmul
 
 __all__ = ["TakeRows", "push_takes", "gather_arguments"]
 
@@ -97,7 +98,7 @@ def push_takes(view: View, picks: dict[int, tuple[int, int]]) -> Optional[tuple[
             _, pos, at, size, step, dilation = found
             inserts.setdefault(pos, []).append(TakeRows(at, selection, size, step, dilation))
             splits[pos] = SplitLeg(at, (count, size))
-    if any(isinstance(s, Reshape) for s in view.steps[min(inserts):]):
+    if inserts and any(isinstance(s, Reshape) for s in view.steps[min(inserts):]):
         return None
     ops: list[Any] = []
     shape = start = tuple(view.base_shape)
@@ -119,12 +120,36 @@ def push_takes(view: View, picks: dict[int, tuple[int, int]]) -> Optional[tuple[
     return tuple(ops)
 
 
+def _last_window(view: View, dims: tuple[int, ...]) -> int:
+    """The selection (position in `dims`) of the window started last in the view, or -1."""
+    origin = _origins(view)
+    windows = [(origin[d][1], j) for j, d in enumerate(dims)
+               if origin[d] is not None and origin[d][0] == "window"]
+    return max(windows)[1] if windows else -1
+
+
 def _readers(schedule: Schedule) -> Counter:
     return Counter(r for step in schedule.steps for r in step.inputs)
 
 
+def _layout(schedule: Schedule, step: Gather) -> tuple[int, ...]:
+    """The memory order of the gathered dims that the step reading the result wants: a final
+    `Matmul`'s order for that operand (its reshape is then free), else the data's order."""
+    natural = tuple(range(len(step.permutation)))
+    readers = [s for s in schedule.steps if step.output in s.inputs]
+    if len(readers) != 1 or not isinstance(readers[0], Matmul):
+        return natural
+    matmul = readers[0]
+    if matmul.inputs.count(step.output) != 1:
+        return natural
+    order = matmul.left_order if matmul.inputs[0] == step.output else matmul.right_order
+    return tuple(step.permutation[o] for o in order)
+
+
 def gather_arguments(schedule: Schedule) -> Schedule:
-    """Gathers that alone read an argument's view take their rows inside it (`push_takes`)."""
+    """Gathers that alone read an argument's view take their rows inside it (`push_takes`);
+    the selection of the window laid last is applied on the final view, in the layout the
+    next product reads (`_layout`)."""
     count, arguments = _readers(schedule), {a.register: a for a in schedule.arguments}
     steps, shapes = list(schedule.steps), list(schedule.shapes)
     for n, step in enumerate(steps):
@@ -134,13 +159,14 @@ def gather_arguments(schedule: Schedule) -> Schedule:
                 or -1 in step.weight_of):
             continue
         counts = [arguments[r].view.count for r in step.inputs[1:1 + len(step.dims)]]
-        plan = push_takes(argument.view, {dim: (j, count) for j, (dim, count)
-                                          in enumerate(zip(step.dims, counts))})
+        final = _last_window(argument.view, step.dims)
+        picks = {dim: (j, c) for j, (dim, c) in enumerate(zip(step.dims, counts)) if j != final}
+        plan = push_takes(argument.view, picks)
         if plan is None:
             continue
         base = tuple(argument.view.base_shape)
         arguments[argument.register] = Argument(argument.register, argument.argument, base)
         shapes[argument.register] = base
-        steps[n] = replace(step, source=plan)
+        steps[n] = replace(step, source=plan, final=final, layout=_layout(schedule, step))
     return replace(schedule, arguments=tuple(arguments.values()), steps=tuple(steps),
                    shapes=tuple(shapes))
