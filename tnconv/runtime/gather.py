@@ -109,7 +109,7 @@ def _gather_inside(step: Gather) -> Run:
             if w is not None:
                 scale = r[w].repeat_interleave(op.size) if op.size > 1 else r[w]
                 x.mul_(_along(scale, op.dim, x.dim()))
-        if final >= 0:
+        if final >= 0:  # index_select writes its result contiguous in `layout` order
             x = x.permute(layout).index_select(at, r[selections[final]])
             w = by_selection.get(final)
             if w is not None:
