@@ -266,3 +266,23 @@ def test_bad_counts_and_indices_are_errors_naming_them():
     with pytest.raises(tnconv.TNConvError, match="selection"):
         compiled(x, g, torch.zeros(4, device=DEVICE), torch.ones(4, device=DEVICE,
                                                                  dtype=torch.float64))
+
+
+@pytest.mark.parametrize("op, leg", [("kfc", "spatial"), ("kfc", "batch"),
+                                     ("weight_vjp", "spatial"), ("weight_vjp", "channel")])
+def test_the_rules_leave_selections_alone(op, leg):
+    """Transposed: a pattern's gathering leg is the sliced one, carried by a selection; no
+    rule views a selection's indices, squeezes its legs or dilates them."""
+    from tnconv.ops.sampling import exact_network, sample_legs
+    from tnconv.rewrite.driver import REWRITE_ORDERS, rewrite
+
+    spec = _spec(transposed=True, stride=2, padding=1, output_padding=1)
+    legs = sampled_legs(op, spec, 2, leg)
+    options = {"per_sample": False} if op == "weight_vjp" else {}
+    net = sample_legs(exact_network(op, spec, 2, options), [name for name, _ in legs],
+                      [1] * len(legs), 2 if op == "kfc" else 1)
+    before = {t.name: t for t in net.tensors if t.role in (SELECTION_ROLE, WEIGHTS_ROLE)}
+    for order in REWRITE_ORDERS:
+        after = rewrite(net, order).network
+        for name, tensor in before.items():
+            assert after.tensor(name) == tensor
