@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import torch
 
-from tnconv.cache import LRUCache
+from tnconv.cache import LRUCache, kept
 from tnconv.compiler import Compiled
 from tnconv.errors import TNConvError, argument_error
 from tnconv.ir.network import Network
@@ -68,6 +68,7 @@ class SampledCompiled:
         self.spec, self.options = exact.spec, exact.options
         self.operation = exact.operation
         self._sampled = SAMPLED[exact.operation.name]
+        self._by_counts: dict[tuple[int, ...], Compiled] = {}
 
     @property
     def arguments(self) -> tuple[str, ...]:
@@ -82,9 +83,10 @@ class SampledCompiled:
         """The sampled operation for a draw keeping `counts` indices of each sliced leg."""
         from tnconv.compiler import compile
 
-        return compile(self._sampled.name, self.spec, strategy=self.exact.strategy,
-                       rewrite=self.exact.rewrite, batch_size=self.exact.batch_size,
-                       leg=self.sample.leg, counts=tuple(counts), **self.options)
+        return kept(self._by_counts, tuple(counts), lambda: compile(
+            self._sampled.name, self.spec, strategy=self.exact.strategy,
+            rewrite=self.exact.rewrite, batch_size=self.exact.batch_size,
+            leg=self.sample.leg, counts=tuple(counts), **self.options), keep=64)
 
     @property
     def typical(self) -> Compiled:

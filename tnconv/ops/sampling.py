@@ -39,6 +39,7 @@ float vector of their weights (role "weights").
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Optional, Sequence
 
 from tnconv.errors import TNConvError, argument_error
@@ -153,6 +154,7 @@ def _leg_names(op: str, spec: ConvSpec, leg: str) -> tuple[str, ...]:
     return ("c_in",) if leg == "channel" else ("n",)
 
 
+@lru_cache(maxsize=1024)
 def sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str) -> tuple[tuple[str, int], ...]:
     """(name, size) of each leg that `leg` of exact operation `op` ("weight_vjp" or "kfc")
     slices: those of size above 1 (nothing is left to drop from a leg of size 1)."""
