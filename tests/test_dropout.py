@@ -241,3 +241,22 @@ def test_import_tnconv_does_not_import_torch_for_sample():
               "assert 'Sample' in tnconv.__all__ and 'Sample' in dir(tnconv)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_benchmark_scripts_run_on_a_tiny_layer(tmp_path):
+    import doctest
+    import importlib
+
+    from benchmarks import dropout, dropout_training
+    from benchmarks.layers import Layer
+
+    for name in ("benchmarks.dropout", "benchmarks.dropout_training"):
+        result = doctest.testmod(importlib.import_module(name))
+        assert result.attempted > 0 and result.failed == 0
+    tiny = Layer("tiny", "test", 4, 6, 3, (7, 6), batch=2, padding=1, groups=2)
+    table = dropout.run([tiny], repeats=1, budget=0.1)
+    assert set(table) == {("tiny", "spatial"), ("tiny", "channel")}
+    text = dropout.markdown(table, ["- a header"])
+    assert "**geometric mean**" in text and "keep 0.25 at most 0.5×" in text
+    losses, times = dropout_training.train(tnconv.Sample("spatial", 0.5), steps=2, batch=4)
+    assert len(losses) == len(times) == 2 and all(math.isfinite(v) for v in losses)

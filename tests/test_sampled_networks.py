@@ -185,7 +185,14 @@ def test_the_rewritten_vjp_gathers_patches_inside_the_window_view():
     for register in final.inputs:
         assert schedule.shapes[register].count(5) == 2 and 20 not in schedule.shapes[register]
     assert not any(isinstance(s, OneHotEinsum) for s in schedule.steps)
-    # the last window's selection is applied on the view, laid out as the product reads it
+
+
+def test_the_gathered_patches_are_laid_out_as_the_product_reads_them():
+    spec = tnconv.ConvSpec(8, 16, kernel_size=3, input_size=(20, 20), padding=1)
+    schedule = tnconv.compile("sampled_weight_vjp", spec, counts=(5, 5),
+                              batch_size=4).schedule()
+    inside = next(s for s in schedule.steps if isinstance(s, Gather) and s.source is not None)
+    final = schedule.steps[-1]
     order = final.left_order if final.inputs[0] == inside.output else final.right_order
     assert inside.final >= 0 and inside.layout == tuple(inside.permutation[o] for o in order)
     x, g = rand(4, 8, 20, 20), rand(4, 16, 20, 20)

@@ -26,7 +26,7 @@ import torch
 
 from tnconv.cache import LRUCache, kept
 from tnconv.compiler import Compiled
-from tnconv.errors import TNConvError, argument_error
+from tnconv.errors import argument_error
 from tnconv.ir.network import Network
 from tnconv.lower import EinsumProgram, Schedule
 from tnconv.ops.sampling import LEGS, SAMPLED, sampled_legs

@@ -24,7 +24,6 @@ Steps are in opt_einsum's pop-and-append convention (`tnconv.lower.paths`).
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from math import prod
 from typing import Callable, Optional, Sequence

@@ -39,6 +39,7 @@ float vector of their weights (role "weights").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Optional, Sequence
 
@@ -60,13 +61,13 @@ __all__ = ["sample_legs", "sampled_legs", "sampling_of", "exact_network", "SAMPL
 LEGS = {"weight_vjp": ("spatial", "channel"), "kfc": ("spatial", "batch")}
 
 
+@dataclass(frozen=True)
 class SampledOperation:
     """How an exact operation is sampled: the registered sampled operation's name, and how
     many identical copies of each sliced tensor its network holds (weights w ** (1/copies))."""
 
-    def __init__(self, name: str, copies: int) -> None:
-        self.name = name
-        self.copies = copies
+    name: str
+    copies: int
 
 
 #: Exact operation -> its sampled form.
