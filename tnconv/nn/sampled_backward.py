@@ -86,5 +86,5 @@ def sampled_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Ten
         y = SampledBackward.apply(x, weight, operations)
     else:
         y = operations[0].run(x, weight)
-    y = _add_bias(y, bias, operations[0].spec.out_channels, "tnconv.nn.Conv")
+    y = _add_bias(y, bias)
     return y.squeeze(0) if unbatched else y
