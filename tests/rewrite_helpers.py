@@ -19,8 +19,22 @@ def case(op: str, batch: int = 2, **spec: object) -> tuple[Network, ConvSpec, li
     operation = get_operation(op)
     options = dict(operation.defaults)
     net = operation.build(conv, batch, **options)
-    args = [rand(*shape) for shape in operation.argument_shapes(conv, batch, **options)]
+    shapes = operation.argument_shapes(conv, batch, **options)
+    args = [_argument(role, shape, op, conv, batch, options)
+            for role, shape in zip(operation.arguments, shapes)]
     return net, conv, args
+
+
+def _argument(role: str, shape: tuple, op: str, conv: ConvSpec, batch: int,
+              options: dict) -> torch.Tensor:
+    """Random float64 data, or (a sampled operation's "selection") valid kept indices."""
+    if role != "selection":
+        return rand(*shape)
+    from tnconv.ops.sampling import sampling_of
+
+    exact, legs, counts, _ = sampling_of(op, conv, batch, options)
+    return torch.cat([torch.randperm(exact.size(leg))[:count]
+                      for leg, count in zip(legs, counts)]).to(DEVICE)
 
 
 def value(net: Network, op: str, args: list[torch.Tensor]) -> torch.Tensor:

@@ -30,10 +30,12 @@ __all__ += [
     "conv_transpose_weight_vjp", "conv_weight_jvp", "conv_weight_vjp", "fold", "unfold_transpose",
 ]
 __all__ += ["averaged_patches", "kfac_reduce", "kfc", "patches"]
+__all__ += ["Sample"]
 
 # Names whose modules import torch are loaded on first use, so that `import tnconv`
 # (e.g. to call `load_einsum`) works where torch is not installed.
-_LAZY = {"Compiled": "compiler", "compile": "compiler", "conv": "nn.functional",
+_LAZY = {"Compiled": "compiler", "compile": "compiler", "Sample": "sampling",
+         "conv": "nn.functional",
          "unfold": "nn.functional", "nn": "nn", "distributed": "distributed"}
 _LAZY.update({name: "nn.derivatives" for name in (
     "conv_input_jvp", "conv_input_vjp", "conv_weight_jvp", "conv_weight_vjp")})

@@ -22,6 +22,7 @@ import torch
 from tnconv.cache import LRUCache, kept
 from tnconv.errors import TNConvError, argument_error, positive_int
 from tnconv.ir.network import Network
+from tnconv.ir.selection import SELECTION_ROLE
 from tnconv.lower import EinsumProgram, Schedule, build_schedule, lower, price
 from tnconv.ops import Operation, get_operation
 from tnconv.rewrite.driver import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
@@ -70,6 +71,10 @@ class Compiled:
     def rewrite_result(self, batch_size: int | None = None) -> RewriteResult:
         """The rewrite of the builder's network: result and steps, cached per batch size."""
         batch = self.batch_size if batch_size is None else batch_size
+        own = self.operation.rewriter_route()
+        if own is not None:  # e.g. the sampled operations: the exact one's rewrite, then sampled
+            return self._rewrites.get_or_create(
+                batch, lambda: own(self.operation, self.spec, batch, self.options))
         return self._rewrites.get_or_create(batch, lambda: best_rewrite(self.input_network(batch)))
 
     def network(self, batch_size: int | None = None) -> Network:
@@ -126,7 +131,7 @@ class Compiled:
         batched = op.batch_argument
         floating(name, (op.arguments[batched], tensors[batched]),
                  *[(role, t) for i, (role, t) in enumerate(zip(op.arguments, tensors))
-                   if i != batched])
+                   if i != batched and role != SELECTION_ROLE])
         batch = tensors[batched].shape[0] if tensors[batched].dim() else 0
         expected = op.argument_shapes(self.spec, batch, **self.options)
         for position, (role, t, shape) in enumerate(zip(op.arguments, tensors, expected)):
@@ -134,6 +139,9 @@ class Compiled:
                 shown = ("N", *shape[1:]) if position == batched else tuple(shape)
                 raise argument_error(name, role, f"tensor of shape {tuple(t.shape)}",
                                      f"shape ({', '.join(map(str, shown))}) for {self.spec}")
+            if role == SELECTION_ROLE and t.dtype != torch.int64:  # tnconv.ir.selection
+                raise argument_error(name, role, f"tensor of dtype {t.dtype}",
+                                     "torch.int64 (indices of the kept positions)")
         guard_sizes(name, self, batch)
         return batch
 
@@ -231,6 +239,10 @@ class Compiled:
         """
         from tnconv.export.exported import from_compiled
 
+        if SELECTION_ROLE in self.operation.arguments:
+            raise argument_error(f"to_einsum ({self.operation.name})", "op",
+                                 self.operation.name, "an operation without selections: its "
+                                 "argument 'selection' holds indices, which no einsum takes")
         return from_compiled(self, batch_size)
 
     def __repr__(self) -> str:
@@ -238,12 +250,19 @@ class Compiled:
 
 
 def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = True,
-            batch_size: int = 1, **options: Any) -> Compiled:
+            batch_size: int = 1, sample: Any = None, **options: Any) -> Compiled:
     """Compile operation `op` (e.g. ``"forward"``, ``"unfold"``) for `spec`.
 
     The result is cached on (op, spec, options): compiling twice returns the
-    same object, so its programs and execution plans are reused.
+    same object, so its programs and execution plans are reused. With a
+    `tnconv.Sample` ("weight_vjp", "kfc"), each call estimates the result from a
+    fresh random subset of one leg (`tnconv.sampled.SampledCompiled`).
     """
+    if sample is not None:
+        from tnconv.sampled import compile_sampled
+
+        return compile_sampled(op, spec, sample, strategy=strategy, rewrite=rewrite,
+                               batch_size=batch_size, **options)
     operation = get_operation(op)
     if not isinstance(spec, ConvSpec):
         raise argument_error(f"compile({op!r})", "spec", type(spec).__name__, "a tnconv.ConvSpec")
@@ -254,7 +273,21 @@ def compile(op: str, spec: ConvSpec, *, strategy: str = "auto", rewrite: bool = 
     if not isinstance(rewrite, bool):
         raise argument_error(f"compile({op!r})", "rewrite", rewrite, "True or False")
     opts = operation.options(options)
+    try:
+        hash(opts)
+    except TypeError:
+        name, value = next((k, v) for k, v in opts if not _hashable(v))
+        raise argument_error(f"compile({op!r})", name, value, "a hashable value (a tuple, "
+                             "not a list)") from None
     key = (op, spec, opts, strategy, rewrite, batch_size)
     return _COMPILED.get_or_create(
         key, lambda: Compiled(operation, spec, opts, strategy=strategy,
                               rewrite=rewrite, batch_size=batch_size))
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import opt_einsum
 
+from tnconv.ir.selection import SELECTION_ROLE
+from tnconv.lower.selection_path import plan_with_selections
 from tnconv.spec.index_pattern import IndexPattern
 
 __all__ = ["PathStep", "walk_path", "plan_path", "fold_first_path", "gather_first_path",
@@ -106,11 +108,21 @@ def _reduce_dangling(inputs: list[str], output: str, shapes: list[tuple[int, ...
 
 
 def plan_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]],
-              optimize: Optional[str] = None) -> tuple[list[tuple[int, ...]], int, int]:
+              optimize: Optional[str] = None, roles: Optional[Sequence[str]] = None
+              ) -> tuple[list[tuple[int, ...]], int, int]:
     """Contraction path (dangling sums first, then opt_einsum's plan), FLOPs, largest
-    intermediate. `optimize` overrides `optimizer_for`'s choice."""
+    intermediate. `optimize` overrides `optimizer_for`'s choice. With `roles` (one per
+    operand) naming selection tensors, each selection meets its data operand first
+    (`tnconv.lower.selection_path`)."""
     steps, terms, dims, flops = _reduce_dangling(inputs, output, shapes)
     largest = max(prod(d) for d in dims[len(dims) - len(steps):]) if steps else 0
+    if roles is not None and SELECTION_ROLE in roles:
+        kinds = list(roles)
+        for (pos,) in steps:  # the dangling sums moved their operands last
+            kinds.append(kinds.pop(pos))
+        path, more, big = plan_with_selections(terms, dims, kinds, output,
+                                               lambda n: optimize or optimizer_for(n))
+        return steps + path, flops + more, max(largest, big)
     if len(terms) == 1:
         return steps + [(0,)], flops + prod(dims[0]), max(largest, prod(dims[0]))
     path, info = opt_einsum.contract_path(
@@ -204,16 +216,20 @@ def is_fold(pattern_legs: Sequence[str], value: Any, shape: Sequence[int],
 
 
 def find_folds(legs: Sequence[Legs], values: Sequence[Any], shapes: Sequence[tuple[int, ...]],
-               path: Sequence[Sequence[int]], output: Legs) -> tuple[int, ...]:
-    """For each step of `path`: the operand position of the pattern it folds, or -1.
+               path: Sequence[Sequence[int]], output: Legs,
+               selections: Sequence[int] = ()) -> tuple[int, ...]:
+    """For each step of `path`: the operand position of the pattern it folds, or of the
+    first selection tensor it applies (a gather or an `index_add_`: one pass over the data
+    too), or -1.
 
-    `values[i]` is operand i's symbolic value (None for data operands).
+    `values[i]` is operand i's symbolic value (None for data operands); `selections` the
+    positions of the selection tensors.
     """
     folds = []
     constant = [v is not None for v in values]
     for step in walk_path(legs, constant, path, output):
-        found = -1
-        if len(step.taken) == 2:
+        found = next((t for t in step.taken if t in selections), -1)
+        if found < 0 and len(step.taken) == 2:
             sides = tuple(zip(step.taken, step.legs, step.constants))
             for (pos, pattern_legs, is_constant), (_, other_legs, other_constant) in (
                     sides, sides[::-1]):

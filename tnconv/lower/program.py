@@ -24,6 +24,7 @@ from typing import Any, Hashable, Optional
 
 from tnconv.ir.equation import spell, symbol_map, unbounded_symbol
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.selection import is_selection
 from tnconv.lower.paths import find_folds, fold_first_path, gather_first_path, plan_path
 from tnconv.spec.index_pattern import IndexPattern
 
@@ -101,7 +102,7 @@ class EinsumProgram:
         if any(f >= 0 for f in self.folds):
             lines.append("folds    " + ", ".join(
                 f"step {n} folds [{f}]" for n, f in enumerate(self.folds) if f >= 0)
-                + " (scatter-adds: one pass each, not the dense count above)")
+                + " (scatter-adds and selections: one pass each, not the dense count above)")
         if self.scale != 1:
             lines.append(f"scale    {self.scale!r}")
         lines.append(f"result   reshape {self.output_shape} -> {self.result_shape}")
@@ -127,7 +128,8 @@ def lower_program(net: Network, arguments: tuple[str, ...], result_shape: tuple[
     equation = spell([t.indices for t in tensors], net.output, symbols)
     inputs, output = equation.split("->")[0].split(","), equation.split("->")[1]
     shapes = [net.shape_of(t) for t in tensors]
-    path, flops, largest = plan_path(inputs, output, shapes, optimize)
+    path, flops, largest = plan_path(inputs, output, shapes, optimize,
+                                     [t.role for t in tensors])
     operands = tuple(
         Operand(t.name, t.role, t.indices, shape, t.value if t.is_constant else None,
                 None if t.is_constant else t.view)
@@ -151,7 +153,8 @@ def lower_program(net: Network, arguments: tuple[str, ...], result_shape: tuple[
 
 def _folds(operands: tuple[Operand, ...], path: Any, output: tuple[str, ...]) -> tuple[int, ...]:
     return find_folds([op.indices for op in operands], [op.value for op in operands],
-                      [op.shape for op in operands], path, output)
+                      [op.shape for op in operands], path, output,
+                      [pos for pos, op in enumerate(operands) if is_selection(op)])
 
 
 def fold_first(program: EinsumProgram) -> Optional[EinsumProgram]:
@@ -159,8 +162,8 @@ def fold_first(program: EinsumProgram) -> Optional[EinsumProgram]:
     and folds a pattern: `tnconv.lower.paths.fold_first_path`), else None."""
     patterns = {pos for pos, op in enumerate(program.operands)
                 if isinstance(op.value, IndexPattern)}
-    if not patterns:
-        return None
+    if not patterns or any(is_selection(op) for op in program.operands):
+        return None  # selections are planned first (`plan_path`), never after the rest
     inputs, output = program.equation.split("->")
     alternative = fold_first_path(inputs.split(","), output,
                                   [op.shape for op in program.operands], patterns)
@@ -202,6 +205,8 @@ def gather_first(program: EinsumProgram) -> Optional[EinsumProgram]:
     """`program` along the path that contracts every pattern that selects from an argument
     with that argument first (a selection: no element of the argument is multiplied by a 0
     of the pattern), where that differs from its path; else None."""
+    if any(is_selection(op) for op in program.operands):
+        return None  # selections are planned first (`plan_path`), never after the rest
     gathers = _gathers(program)
     if not gathers:
         return None

@@ -17,7 +17,7 @@ torch.Size([2, 4, 3, 3])
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ from tnconv.spec.conv_spec import ConvSpec, error_context
 from tnconv.nn._arguments import check_groups, require_tensor, spatial_ndim
 from tnconv.nn.validate import floating, guard_sizes, shape_fields
 from tnconv.nn.autograd import convolve
+from tnconv.sampled import check_sample
 
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
 
@@ -83,9 +84,9 @@ def conv_spec(op: str, input: tuple[str, Any], weight: tuple[str, Any], stride: 
     return spec
 
 
-def checked(op: str, compiled: Compiled, batch: int) -> Compiled:
+def checked(op: str, compiled: Any, batch: int) -> Any:
     """`compiled` after the size guard for a batch of `batch` samples."""
-    guard_sizes(op, compiled, batch)
+    guard_sizes(op, getattr(compiled, "exact", compiled), batch)  # a SampledCompiled's exact one
     return compiled
 
 
@@ -134,10 +135,18 @@ def _input_vjp_setup(input_size, weight, grad_output, stride, padding, dilation,
 def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output: torch.Tensor,
                     stride=1, padding=0, dilation=1, groups: int = 1,
                     padding_mode: str = "zeros", per_sample: bool = False, *,
-                    strategy: str = "auto") -> torch.Tensor:
+                    strategy: str = "auto", sample: Optional[Any] = None) -> torch.Tensor:
     """Gradient with respect to the weight (`torch.nn.grad.conv2d_weight`).
 
     `per_sample=True` returns one gradient per example, [N, *weight_size].
+
+    `sample=tnconv.Sample(leg, keep, …)` estimates it from a fresh random subset
+    per call (tensor dropout): leg "spatial" keeps output positions (a share
+    `keep` of them, each spatial leg sliced independently with probability
+    keep ** (1/N)), "channel" input channels. The network is sliced, not masked:
+    only the kept patches are gathered and contracted, so the work shrinks with
+    `keep`. The estimate is unbiased (its mean over draws is the exact gradient)
+    and its variance grows like 1/keep; see `tnconv.sampling`. keep=1 is exact.
 
     Examples:
         >>> import torch, tnconv
@@ -152,14 +161,24 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
     """
     floating("tnconv.conv_weight_vjp", ("input", input), ("grad_output", grad_output))
     key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
-           padding, dilation, groups, padding_mode, per_sample, strategy)
-    return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
+           padding, dilation, groups, padding_mode, per_sample, strategy, sample)
+    compiled = cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, dilation, groups, padding_mode,
-        per_sample, strategy)))
+        per_sample, strategy, sample))
+    return run_vjp(input, grad_output, compiled)
+
+
+def run_vjp(input: torch.Tensor, grad_output: torch.Tensor, compiled: Any) -> torch.Tensor:
+    """A compiled weight VJP on its arguments: a sampled one (`tnconv.sampled`) runs its
+    draw directly (differentiable through its torch operations), an exact one through
+    `convolve` (derivatives of any order)."""
+    if isinstance(compiled, Compiled):
+        return convolve(input, grad_output, compiled)
+    return compiled.run(input, grad_output)
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation, groups,
-                      padding_mode, per_sample, strategy) -> Compiled:
+                      padding_mode, per_sample, strategy, sample=None) -> Any:
     op = "tnconv.conv_weight_vjp"
     ndim = spatial_ndim(op, "input", input)
     size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
@@ -168,8 +187,10 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    return checked(op, compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample),
-                   input.shape[0])
+    if sample is not None:
+        check_sample(op, "weight_vjp", sample)
+    return checked(op, compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample,
+                               sample=sample), input.shape[0])
 
 
 def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,

@@ -26,6 +26,7 @@ import torch
 from tnconv.compiler import STRATEGIES, compile
 from tnconv.errors import argument_error, positive_int
 from tnconv.ops.kfac import REDUCTIONS, STRUCTURES
+from tnconv.sampled import check_sample
 from tnconv.spec.conv_spec import ConvSpec
 from tnconv.nn.validate import float_dtype, guard_sizes
 
@@ -147,20 +148,27 @@ class CompiledRunner:
 def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
                   reduction: str = "mean", bias: bool = False, group_average: bool = False,
                   structure: str = "full", dtype: Optional[torch.dtype] = None,
-                  max_intermediate: Optional[int] = None, strategy: str = "auto") -> Runner:
+                  max_intermediate: Optional[int] = None, strategy: str = "auto",
+                  sample: Any = None) -> Runner:
     """Validate the options once; the returned function computes the factor of a batched x.
 
-    `name` is "kfc" or "kfac_reduce"; `x_dtype` is the dtype the input will have.
+    `name` is "kfc" or "kfac_reduce"; `x_dtype` is the dtype the input will have. With a
+    `sample` (KFC only), each call estimates the factor from a fresh subset in one piece
+    (no chunks: the sliced network is the smaller one); the bias column stays exact.
     """
     _check_options(op, name, reduction, structure,
                    {"bias": bias, "group_average": group_average}, strategy, max_intermediate)
+    if sample is not None:
+        check_sample(op, name, sample)
     compute = _compute_dtype(op, x_dtype, dtype)
     wanted = dtype or compute
     options = {"reduction": reduction, "structure": structure, "group_average": group_average}
     guard_sizes(op, compile(name, spec, strategy=strategy, **options), 1)  # [G, D, D] and,
     # for KFC, one sample's unfolded input (the smallest chunk)
     core: Runner
-    if name == "kfc":
+    if sample is not None:
+        core = compile(name, spec, strategy=strategy, sample=sample, **options).run
+    elif name == "kfc":
         core = _chunked(spec, options, strategy, max_intermediate)
     else:
         core = CompiledRunner(compile(name, spec, strategy=strategy, **options))

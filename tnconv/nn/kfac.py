@@ -94,7 +94,7 @@ def _module_key(conv: Any) -> Optional[tuple]:
 
 #: The options of each factor, in the order its public function passes them.
 _OPTIONS = {"kfc": ("reduction", "group_average", "structure", "dtype", "max_intermediate",
-                    "strategy"),
+                    "strategy", "sample"),
             "kfac_reduce": ("reduction", "group_average", "structure", "dtype", "strategy")}
 
 
@@ -141,7 +141,7 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
 def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[bool] = None,
         group_average: bool = False, structure: str = "full",
         dtype: Optional[torch.dtype] = None, max_intermediate: Optional[int] = None,
-        strategy: str = "auto") -> torch.Tensor:
+        strategy: str = "auto", sample: Optional[Any] = None) -> torch.Tensor:
     """KFC (KFAC-expand) input factor of `conv` at input `x`: [G, D, D].
 
     `reduction`: "mean" (S/(N·∏O)), "batch" (S/N) or "sum" (S). `bias=None`
@@ -152,9 +152,19 @@ def kfc(conv: Any, x: torch.Tensor, *, reduction: str = "mean", bias: Optional[b
     `max_intermediate` (elements) bounds the unfolded chunk; by default a chunk
     is a quarter of the batch, at most 2**22 elements (the whole batch when its
     unfolded input has at most 2**18 elements).
+
+    `sample=tnconv.Sample(leg, keep, …)` estimates the factor from a fresh random
+    subset per call (tensor dropout): leg "spatial" keeps output positions (each
+    spatial leg sliced independently with probability keep ** (1/N)), "batch"
+    samples of the batch. The sum over the kept ones, rescaled, is unbiased (its
+    mean over draws is the exact factor; the normalisation of `reduction` is the
+    exact one's) and its variance grows like 1/keep; see `tnconv.sampling`. The
+    factor is computed in one piece (`max_intermediate` does not apply); the bias
+    column is exact.
     """
     return _module_factor("kfc", "tnconv.kfc", conv, x, bias,
-                          (reduction, group_average, structure, dtype, max_intermediate, strategy),
+                          (reduction, group_average, structure, dtype, max_intermediate, strategy,
+                           sample),
                           (group_average.__class__, max_intermediate.__class__))
 
 

@@ -55,10 +55,12 @@ def kfc(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1, groups: i
         padding_mode: str = "zeros", transposed: bool = False, output_padding=0, *,
         reduction: str = "mean", bias: bool = False, group_average: bool = False,
         structure: str = "full", dtype: Optional[torch.dtype] = None,
-        max_intermediate: Optional[int] = None, strategy: str = "auto") -> torch.Tensor:
+        max_intermediate: Optional[int] = None, strategy: str = "auto",
+        sample: Optional[Any] = None) -> torch.Tensor:
     """KFC (KFAC-expand) input factor [G, D, D] of the convolution these arguments define.
 
-    Options and conventions as `tnconv.kfc` (`reduction` "mean", "batch" or "sum").
+    Options and conventions as `tnconv.kfc` (`reduction` "mean", "batch" or "sum";
+    `sample`: estimated from a fresh random subset).
 
     Examples:
         >>> import torch
@@ -73,7 +75,7 @@ def kfc(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1, groups: i
                      transposed, output_padding)
         return factor("kfc", spec, x, op=op, reduction=reduction, bias=bias,
                       group_average=group_average, structure=structure, dtype=dtype,
-                      max_intermediate=max_intermediate, strategy=strategy)
+                      max_intermediate=max_intermediate, strategy=strategy, sample=sample)
 
 
 def kfac_reduce(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1,

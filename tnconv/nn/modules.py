@@ -39,6 +39,8 @@ import torch
 from tnconv.compiler import STRATEGIES
 from tnconv.errors import argument_error
 from tnconv.nn.functional import conv
+from tnconv.nn.sampled_backward import sampled_conv
+from tnconv.sampled import check_sample
 from tnconv.nn.transposed import conv_transpose
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
@@ -67,16 +69,41 @@ class _TNConvMixin:
 
 
 class _TNConvNd(_TNConvMixin):
-    """Forward of Conv1d/2d/3d: `tnconv.conv` (every padding mode in one network)."""
+    """Forward of Conv1d/2d/3d: `tnconv.conv` (every padding mode in one network).
+
+    `backward_sample=tnconv.Sample(leg, keep, …)` (keyword-only; leg "spatial" or
+    "channel") makes backprop approximate: the weight gradient is the sampled weight
+    VJP of a fresh subset per backward call (from the sample's generator, or torch's
+    global one: `torch.manual_seed` makes a run reproducible), unbiased with a variance
+    growing like 1/keep; the forward and the input gradient stay exact
+    (`tnconv.nn.sampled_backward`).
+    """
+
+    def __init__(self, *args: Any, backward_sample: Optional[Any] = None, **kwargs: Any) -> None:
+        if backward_sample is not None:
+            check_sample(f"tnconv.nn.{type(self).__name__}", "weight_vjp", backward_sample)
+        super().__init__(*args, **kwargs)
+        self.backward_sample = backward_sample
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(input, self.weight, self.bias)  # type: ignore[attr-defined]
 
     def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor,
                       bias: Optional[torch.Tensor]) -> torch.Tensor:
+        sample = self.__dict__.get("backward_sample")  # absent on a converted torch module
+        if sample is not None:
+            return sampled_conv(input, weight, bias, self.stride,  # type: ignore[attr-defined]
+                                self.padding, self.dilation, self.groups,  # type: ignore
+                                self.padding_mode, strategy=self.strategy,  # type: ignore
+                                sample=sample)
         return conv(input, weight, bias, self.stride, self.padding,  # type: ignore[attr-defined]
                     self.dilation, self.groups, self.padding_mode,  # type: ignore[attr-defined]
                     strategy=self.strategy)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        sample = self.__dict__.get("backward_sample")
+        return text if sample is None else f"{text}, backward_sample={sample!r}"
 
 
 class _TNConvTransposeNd(_TNConvMixin):

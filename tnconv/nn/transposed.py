@@ -31,8 +31,10 @@ from tnconv.spec.conv_spec import MAX_SIZE, ConvSpec, error_context
 from tnconv.nn._arguments import batched, check_groups, spatial_ndim
 from tnconv.nn.call_cache import cached_call, tensor_key
 from tnconv.nn.autograd import convolve
-from tnconv.nn.derivatives import checked, expect_shape, full_shape, output_of, shape_of, size_key
+from tnconv.nn.derivatives import (checked, expect_shape, full_shape, output_of, run_vjp,
+                                    shape_of, size_key)
 from tnconv.nn.validate import floating, kernel_for, optional_bias, shape_fields
+from tnconv.sampled import check_sample
 from tnconv.nn.functional import _add_bias
 
 __all__ = ["conv_transpose", "conv_transpose_input_vjp", "conv_transpose_weight_vjp",
@@ -135,8 +137,13 @@ def _input_vjp_setup(input_size, weight, grad_output, stride, padding, output_pa
 def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
                               grad_output: torch.Tensor, stride=1, padding=0, output_padding=0,
                               groups: int = 1, dilation=1, per_sample: bool = False, *,
-                              strategy: str = "auto") -> torch.Tensor:
+                              strategy: str = "auto", sample: Optional[Any] = None
+                              ) -> torch.Tensor:
     """Gradient of `conv_transpose` with respect to its weight ([N, *weight_size] per sample).
+
+    `sample` as `tnconv.conv_weight_vjp`'s (unbiased, variance growing like 1/keep);
+    leg "spatial" keeps positions of the transposed convolution's *input*, where its
+    kernel-sized patches are (each input pixel spreads one patch into the output).
 
     Examples:
         >>> import torch, tnconv
@@ -148,14 +155,14 @@ def conv_transpose_weight_vjp(input: torch.Tensor, weight_size: Sequence[int],
     """
     floating("tnconv.conv_transpose_weight_vjp", ("input", input), ("grad_output", grad_output))
     key = ("transpose_weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output),
-           stride, padding, output_padding, groups, dilation, per_sample, strategy)
-    return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
+           stride, padding, output_padding, groups, dilation, per_sample, strategy, sample)
+    return run_vjp(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
         input, weight_size, grad_output, stride, padding, output_padding, groups, dilation,
-        per_sample, strategy)))
+        per_sample, strategy, sample)))
 
 
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_padding, groups,
-                      dilation, per_sample, strategy) -> Compiled:
+                      dilation, per_sample, strategy, sample=None) -> Any:
     op = "tnconv.conv_transpose_weight_vjp"
     ndim = spatial_ndim(op, "input", input)
     size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
@@ -164,8 +171,10 @@ def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, output_p
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    return checked(op, compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample),
-                   input.shape[0])
+    if sample is not None:
+        check_sample(op, "weight_vjp", sample)
+    return checked(op, compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample,
+                               sample=sample), input.shape[0])
 
 
 def unfold_transpose(x: torch.Tensor, kernel_size, stride=1, padding=0, output_padding=0,

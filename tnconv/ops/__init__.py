@@ -8,6 +8,7 @@ from . import convolution  # noqa: F401  (registers forward, unfold)
 from . import autodiff  # noqa: F401  (registers input_vjp, weight_vjp, input_jvp, weight_jvp)
 from . import fold  # noqa: F401  (registers fold)
 from . import kfac  # noqa: F401  (registers kfc, kfac_reduce, patches, averaged_patches)
+from . import sampling  # noqa: F401  (registers sampled_weight_vjp, sampled_kfc)
 from tnconv.ops.registry import OPERATIONS, Operation, get_operation, register
 
 __all__ = ["OPERATIONS", "Operation", "get_operation", "register"]

@@ -41,6 +41,9 @@ class Operation:
     choices: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     batch_argument: int = 0
     native: Optional[str] = None
+    #: How the built network is rewritten, "module:function" with signature (operation,
+    #: spec, batch, options) -> `RewriteResult`; None: `best_rewrite` of the built network.
+    rewriter: Optional[str] = None
 
     def native_route(self) -> Optional[Callable[..., Any]]:
         """The native torch route, imported on first use ("module:function" in `native`).
@@ -48,10 +51,11 @@ class Operation:
         Kept as a name so the builders stay free of torch imports; the compiled
         object resolves it once, so the per-call path does no import.
         """
-        if self.native is None:
-            return None
-        module, _, function = self.native.partition(":")
-        return getattr(import_module(module), function)
+        return _resolve(self.native)
+
+    def rewriter_route(self) -> Optional[Callable[..., Any]]:
+        """The operation's own rewrite ("module:function" in `rewriter`), or None."""
+        return _resolve(self.rewriter)
 
     def options(self, given: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
         """Merge `given` into the defaults; reject unknown names. Sorted and hashable."""
@@ -68,6 +72,13 @@ class Operation:
                 raise argument_error(f"compile({self.name!r})", key, value,
                                      ", ".join(repr(a) for a in allowed))
         return tuple(sorted(merged.items()))
+
+
+def _resolve(name: Optional[str]) -> Optional[Callable[..., Any]]:
+    if name is None:
+        return None
+    module, _, function = name.partition(":")
+    return getattr(import_module(module), function)
 
 
 OPERATIONS: dict[str, Operation] = {}

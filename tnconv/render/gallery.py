@@ -45,6 +45,8 @@ class Diagram:
     title: str
     section: str
     caption: str
+    #: The operation's options (e.g. a sampled operation's leg and kept counts).
+    options: tuple[tuple[str, object], ...] = ()
 
 
 def _file_name(name: str) -> str:
@@ -57,7 +59,9 @@ def gallery_entries() -> tuple[Diagram, ...]:
 
     ops = ("Operations on a 2d convolution (C_in=4, C_out=8, K=3, S=2, P=1, groups=2, "
            f"8×8 input, batch {BATCH}), as built")
-    entries = [Diagram(_file_name(name), name, SPEC_2D, "input", name, ops, "")
+    entries = [Diagram(_file_name(name), name, SPEC_2D, "input", name, ops,
+                       _SAMPLED_CAPTION if name in _SAMPLED_OPTIONS else "",
+                       _SAMPLED_OPTIONS.get(name, ()))
                for name in OPERATIONS]
     more = f"Other dimensions and the transposed convolution (forward, batch {BATCH}, as built)"
     entries += [
@@ -78,7 +82,38 @@ def gallery_entries() -> tuple[Diagram, ...]:
         Diagram("rewrite-after.svg", "forward", _PATCHES, "rewritten", "after", pair,
                 "Stage `rewritten`: after the rewrites"),
     ]
-    return tuple(entries)
+    return tuple(entries + _dropout_entries())
+
+
+#: The sampled operations on the 2d spec: a quarter of the 4×4 output positions kept
+#: (2 of 4 on each spatial leg), as `tnconv.Sample("spatial", keep=0.25, scheme="fixed")`.
+_SAMPLED_OPTIONS = {"sampled_weight_vjp": (("leg", "spatial"), ("counts", (2, 2))),
+                    "sampled_kfc": (("leg", "spatial"), ("counts", (2, 2)))}
+_SAMPLED_CAPTION = ("Tensor dropout, keep=0.25: 2 of the 4 positions of each output leg; "
+                    "selections R[s, o] (one-hot rows of the caller's indices) pick them, "
+                    "w[s] rescales")
+
+
+def _dropout_entries() -> list[Diagram]:
+    """The sampled weight VJP and KFC after the rewrites: selections meet window views."""
+    section = (f"Tensor dropout after the rewrites (the 2d convolution above, batch {BATCH}): "
+               "each selection gathers from the tensor it meets")
+    return [
+        Diagram("sampled_weight_vjp-rewritten.svg", "sampled_weight_vjp", SPEC_2D, "rewritten",
+                "sampled weight VJP, spatial", section,
+                "keep=0.25 of the output positions: the selections pick windows of the input's "
+                "window view (only the kept patches are copied) and positions of the cotangent",
+                _SAMPLED_OPTIONS["sampled_weight_vjp"]),
+        Diagram("sampled_weight_vjp-channel.svg", "sampled_weight_vjp", SPEC_2D, "rewritten",
+                "sampled weight VJP, channel", section,
+                "keep=0.5 of the 2 input channels per group: the output leg c_in is scattered "
+                "back by R[s, c_in]", (("leg", "channel"), ("counts", (1,)))),
+        Diagram("sampled_kfc-rewritten.svg", "sampled_kfc", SPEC_2D, "rewritten",
+                "sampled KFC, spatial", section,
+                "keep=0.25 of the output positions, the same selection and √w on both copies "
+                "of the unfolded input, so that they stay identical (one Gram product)",
+                _SAMPLED_OPTIONS["sampled_kfc"]),
+    ]
 
 
 def _graphviz_version() -> str:
@@ -94,7 +129,8 @@ def diagram_network(diagram: Diagram) -> Network:
     """The network `diagram` draws (a `TNConvError` if its operation rejects the spec)."""
     from tnconv.compiler import compile
 
-    compiled = compile(diagram.operation, diagram.spec, strategy="tn", batch_size=BATCH)
+    compiled = compile(diagram.operation, diagram.spec, strategy="tn", batch_size=BATCH,
+                       **dict(diagram.options))
     return stage_network(compiled, diagram.stage)
 
 

@@ -1,7 +1,7 @@
 """The interpreter: a `Schedule` bound to a device and dtype, called on torch tensors.
 
 Binding materialises the constants, runs the `prepare` steps (constants only) once,
-and asks each step's family (`tnconv.runtime.{einsum,reduce,product,windows,scatter}`)
+and asks each step's family (`tnconv.runtime.{einsum,reduce,product,windows,scatter,gather}`)
 for the call of that step. A call then reads the arguments into their registers (a
 reshape, or the data view), runs the calls in order and lays the result out. Plain
 torch calls only: no opt_einsum machinery at run time, friendly to `torch.compile`.
@@ -28,6 +28,7 @@ from tnconv.cache import LRUCache
 from tnconv.ir.constants import to_torch
 from tnconv.lower.schedule.model import Schedule
 from tnconv.runtime.einsum import bind as bind_einsum
+from tnconv.runtime.gather import bind as bind_gather
 from tnconv.runtime.product import bind as bind_product
 from tnconv.runtime.reduce import bind as bind_reduce
 from tnconv.runtime.scatter import bind as bind_scatter
@@ -39,7 +40,8 @@ __all__ = ["Bound", "bound", "BINDERS", "shares_memory"]
 #: Per step family: (step, registers holding the constants, device) -> the step's call.
 BINDERS: dict[str, Callable[..., Callable]] = {
     "einsum": bind_einsum, "reduce": bind_reduce, "product": bind_product,
-    "windows": bind_windows, "scatter": bind_scatter, "select": bind_select}
+    "windows": bind_windows, "scatter": bind_scatter, "select": bind_select,
+    "gather": bind_gather}
 _BOUND = LRUCache(name="plans")
 
 

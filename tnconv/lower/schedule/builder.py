@@ -26,6 +26,7 @@ from tnconv.ir.constants import signature as constant_signature
 from tnconv.ir.equation import canonical
 from tnconv.lower.paths import walk_path
 from tnconv.lower.schedule.einsum import einsum_rule
+from tnconv.lower.schedule.gather import gather_rule
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import gram_rule, matmul_rule, matrix_rule
 from tnconv.lower.schedule.reduce import reduce_rule
@@ -38,6 +39,7 @@ __all__ = ["RULES", "build_steps", "operand_registers"]
 
 #: The step rules, tried in this order; the first that returns a step is taken.
 RULES: tuple[Callable[[Site], Any], ...] = (
+    gather_rule,   # selections (their registers hold indices): index_select / index_add_
     reduce_rule,   # one operand: a sum / permutation
     fold_rule,     # a scattering pattern: a scatter-add, the pattern never built
     pattern_gather_rule,  # a pattern over one leg: a selection, no multiplication

@@ -5,6 +5,8 @@
   reshapes, and a strided selection's sum becomes one product with counts;
 - `fold_scale`: the program's scale moves where it costs nothing per call (a constant,
   a product's alpha, a sum), and only where it then scales the result exactly once;
+- `gather_arguments` (`tnconv.lower.schedule.gather_views`): a selection gathering alone
+  from an argument's view takes its rows inside the view, before the windows;
 - `mark_views`: whether the result is only a view of the argument (one `as_strided`
   and a copy per call) or may share its memory;
 - `prune`: what nothing reads is dropped (copies' constants, merged chain results).
@@ -30,6 +32,7 @@ from typing import Callable, Optional
 
 from tnconv.ir.constants import Scaled
 from tnconv.ir.layout import Layout
+from tnconv.lower.schedule.gather_views import gather_arguments
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import Gram, MatrixChain, with_alpha
 from tnconv.lower.schedule.reduce import MaskedReduce, Reduce, masked, unmerged
@@ -212,7 +215,7 @@ def prune(schedule: Schedule) -> Schedule:
 
 #: The passes, in the order they run.
 PASSES: tuple[Callable[[Schedule], Schedule], ...] = (
-    merge_chains, sum_arguments, fold_scale, mark_views, prune)
+    merge_chains, sum_arguments, fold_scale, gather_arguments, mark_views, prune)
 
 
 def run_passes(schedule: Schedule) -> Schedule:

@@ -6,7 +6,7 @@ transposed convolution's pattern carries (k, i, o) by name with the same
 [K, O, I] meaning). A site *gathers* when its input leg is carried only by the
 pattern and by data tensors that carry neither of its other legs, and is not
 an output: then Σ_i Π[k, o, i] X[…, i, …] is a selection from X, and the
-pattern can become a view of X. It *scatters* when its input leg is an output
+pattern can become a view of X (never of a selection tensor's indices). It *scatters* when its input leg is an output
 that no other tensor carries.
 
 >>> from tnconv.spec.conv_spec import ConvSpec
@@ -26,6 +26,7 @@ from typing import Callable, Iterator, Optional
 
 from tnconv.spec.index_pattern import IndexPattern
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Pad, Slice, View, ViewStep
 
 __all__ = ["Site", "sites", "gathered_by", "scatters", "view_data_leg", "canonical_steps",
@@ -67,8 +68,8 @@ def gathered_by(net: Network, site: Site) -> Optional[tuple[Tensor, ...]]:
     if site.i in net.output:
         return None
     carriers = net.carriers(site.i, exclude=(site.tensor.name,))
-    if not carriers or any(t.is_constant for t in carriers):
-        return None
+    if not carriers or any(t.is_constant or is_sampling(t) for t in carriers):
+        return None  # a selection's indices are never viewed
     if any(site.k in t.indices or site.o in t.indices for t in carriers):
         return None
     return tuple(carriers)

@@ -14,6 +14,7 @@ from typing import Optional
 import numpy as np
 
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Reshape
 from tnconv.rewrite.rules._common import Site, add_view, drop_from_output, rename_index, sites
 
@@ -54,10 +55,11 @@ def _reshaped(net: Network, t: Tensor, legs: tuple[str, ...], sizes: dict[str, i
 
 
 def squeeze_size_one(net: Network) -> Optional[Network]:
-    """Drop a size-1 index from the data tensors and the output (constants must not carry it)."""
+    """Drop a size-1 index from the data tensors and the output (constants must not carry it,
+    nor selections or sample weights: their legs (s, L) are what the gather steps read)."""
     for index, size in net.sizes:
         carriers = net.carriers(index)
-        if size != 1 or not carriers or any(t.is_constant for t in carriers):
+        if size != 1 or not carriers or any(t.is_constant or is_sampling(t) for t in carriers):
             continue
         sizes = net.size_map
         tensors = tuple(

@@ -26,6 +26,7 @@ from typing import Optional
 
 from tnconv.spec.index_pattern import IndexPattern
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Dilate, Flip
 from tnconv.rewrite.rules._common import Site, add_view, scatters, sites
 
@@ -48,7 +49,7 @@ def _applies(net: Network, site: Site) -> bool:
         return False
     for leg in (site.k, site.o):
         others = net.carriers(leg, exclude=(site.tensor.name,))
-        if not others or any(t.is_constant for t in others):
+        if not others or any(t.is_constant or is_sampling(t) for t in others):
             return False
     return True
 

@@ -1,0 +1,262 @@
+"""Tensor dropout at the front-end: `tnconv.Sample`, sampled VJPs and KFC, approximate backprop.
+
+Unbiasedness is a z-test per entry. The mean of D independent draws has standard
+error σ/√D, estimated from the draws themselves; by the central limit theorem
+|mean − exact| ≤ Z·σ̂/√D holds for an unbiased estimator with probability about
+1 − 2·10⁻⁹ per entry at Z = 6, so over the few hundred entries of these small
+layers a correct estimator fails with probability below 10⁻⁶ (and the
+generators are seeded, so each outcome is fixed). A bias b is detected once
+|b| > Z·σ/√D for some entry: with D = 300 draws that is |b| > 0.35σ. Forgetting
+the rescaling gives b = (1 − q)·exact, far above that at keep = 0.5, and every
+test runs that wrong variant through the same check and asserts that it fails.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import tnconv
+from tests.helpers import DEVICE, assert_close, rand
+from tnconv.sampling import BUCKETS, draw
+
+Z = 6.0
+DRAWS = 300
+SPEC = dict(stride=1, padding=1)
+
+
+def unbiased(draws: list[torch.Tensor], exact: torch.Tensor) -> bool:
+    """The z-test of the module docstring, entry by entry."""
+    stack = torch.stack(draws)
+    mean, error = stack.mean(0), stack.std(0) / math.sqrt(len(draws))
+    slack = 1e-12 * exact.abs().max()
+    return bool(((mean - exact).abs() <= Z * error + slack).all())
+
+
+def _generator(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _wrong_draws(compiled, sample, tensors, legs):
+    """The estimator that forgets the rescaling: the same draws, every kept weight 1."""
+    draws = []
+    for _ in range(DRAWS):
+        counts, index, weights = draw(sample, [size for _, size in legs])
+        unit = (weights > 0).to(tensors[0].dtype).to(DEVICE)
+        draws.append(compiled.compiled_for(counts).run(*tensors, index.to(DEVICE), unit))
+    return draws
+
+
+@pytest.mark.parametrize("leg", ["spatial", "channel"])
+@pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
+def test_sampled_weight_vjp_is_unbiased_and_the_unscaled_one_is_not(leg, scheme):
+    x, g = rand(2, 4, 6, 5), rand(2, 3, 6, 5)
+    exact = tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC)
+    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(), scheme=scheme)
+    draws = [tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC, sample=sample)
+             for _ in range(DRAWS)]
+    assert unbiased(draws, exact)
+    compiled = tnconv.compile("weight_vjp", tnconv.ConvSpec(4, 3, 3, input_size=(6, 5),
+                                                            padding=1), sample=sample)
+    assert not unbiased(_wrong_draws(compiled, sample, (x, g), compiled.legs(2)), exact)
+
+
+def test_transposed_weight_vjp_is_unbiased():
+    x, g = rand(2, 4, 5, 4), rand(2, 6, 10, 8)
+    size = (4, 3, 3, 3)
+    options = dict(stride=2, padding=1, output_padding=1, groups=2)
+    exact = tnconv.conv_transpose_weight_vjp(x, size, g, **options)
+    sample = tnconv.Sample("spatial", keep=0.5, generator=_generator(1), scheme="fixed")
+    draws = [tnconv.conv_transpose_weight_vjp(x, size, g, **options, sample=sample)
+             for _ in range(DRAWS)]
+    assert unbiased(draws, exact)
+
+
+@pytest.mark.parametrize("leg, scheme", [("spatial", "fixed"), ("batch", "bernoulli")])
+def test_sampled_kfc_is_unbiased_and_the_unscaled_one_is_not(leg, scheme):
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False).double().to(DEVICE)
+    x = rand(5, 4, 6, 5)
+    exact = tnconv.kfc(conv, x)
+    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(2), scheme=scheme)
+    assert unbiased([tnconv.kfc(conv, x, sample=sample) for _ in range(DRAWS)], exact)
+    spec = tnconv.ConvSpec(4, 6, 3, input_size=(6, 5), padding=1, groups=2)
+    compiled = tnconv.compile("kfc", spec, sample=sample)
+    assert not unbiased(_wrong_draws(compiled, sample, (x,), compiled.legs(5)), exact)
+
+
+def test_functional_kfc_takes_a_sample():
+    x = rand(3, 2, 7)
+    sample = tnconv.Sample("spatial", keep=1.0)
+    exact = tnconv.nn.functional.kfc(x, 3, padding=1)
+    assert torch.equal(tnconv.nn.functional.kfc(x, 3, padding=1, sample=sample), exact)
+    half = tnconv.Sample("spatial", keep=0.5, generator=_generator(), scheme="fixed")
+    assert tnconv.nn.functional.kfc(x, 3, padding=1, sample=half).shape == exact.shape
+
+
+def _module_pair(sample, **options):
+    torch.manual_seed(3)
+    reference = torch.nn.Conv2d(4, 6, 3, **options).double().to(DEVICE)
+    module = tnconv.nn.Conv2d(4, 6, 3, **options, backward_sample=sample).double().to(DEVICE)
+    module.load_state_dict(reference.state_dict())
+    return reference, module
+
+
+def _gradients(module, x, g):
+    x = x.clone().requires_grad_(True)
+    module.zero_grad()
+    (module(x) * g).sum().backward()
+    return x.grad, module.weight.grad.clone(), module.bias.grad.clone()
+
+
+def test_module_input_gradient_is_torchs_and_weight_gradient_unbiased():
+    sample = tnconv.Sample("spatial", keep=0.5, generator=_generator(4))
+    reference, module = _module_pair(sample, padding=1, groups=2)
+    x, g = rand(3, 4, 7, 6), rand(3, 6, 7, 6)
+    exact_x, exact_w, exact_b = _gradients(reference, x, g)
+    draws = []
+    for _ in range(DRAWS):
+        grad_x, grad_w, grad_b = _gradients(module, x, g)
+        assert torch.equal(grad_x, exact_x)
+        assert_close(grad_b, exact_b)
+        draws.append(grad_w)
+    assert unbiased(draws, exact_w)
+    assert not unbiased([d * 0.5 for d in draws], exact_w)  # a halved estimate is caught
+
+
+def test_a_fixed_generator_or_seed_reproduces_the_draws():
+    x, g = rand(2, 4, 6, 5), rand(2, 3, 6, 5)
+
+    def run(sample):
+        return tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC, sample=sample)
+
+    first = run(tnconv.Sample("spatial", 0.5, generator=_generator(7)))
+    assert torch.equal(first, run(tnconv.Sample("spatial", 0.5, generator=_generator(7))))
+    assert not torch.equal(first, run(tnconv.Sample("spatial", 0.5, generator=_generator(8))))
+    sample = tnconv.Sample("channel", 0.5)
+    torch.manual_seed(11)
+    second = run(sample)
+    torch.manual_seed(11)
+    assert torch.equal(second, run(sample))
+    _, module = _module_pair(sample, padding=1)
+    torch.manual_seed(5)
+    grads = _gradients(module, x, rand(2, 6, 6, 5))[1]
+    torch.manual_seed(5)
+    assert torch.equal(grads, _gradients(module, x, rand(2, 6, 6, 5))[1])
+
+
+@pytest.mark.parametrize("leg", ["spatial", "channel"])
+@pytest.mark.parametrize("shape, options", [
+    ((2, 4, 9), dict(stride=2, padding=1, groups=2)),
+    ((2, 4, 5, 6), dict(dilation=2, padding=2)),
+    ((1, 2, 4, 3, 5), dict(padding=(1, 0, 1))),
+])
+def test_keep_one_is_exact_in_1d_2d_3d_with_groups(leg, shape, options):
+    x = rand(*shape)
+    size = (6, shape[1] // options.get("groups", 1), *[3] * (len(shape) - 2))
+    spec = tnconv.ConvSpec(shape[1], 6, 3, input_size=shape[2:], **{
+        k: v for k, v in options.items()})
+    g = rand(shape[0], 6, *spec.output_size)
+    exact = tnconv.conv_weight_vjp(x, size, g, **options)
+    whole = tnconv.conv_weight_vjp(x, size, g, **options, sample=tnconv.Sample(leg, 1.0))
+    assert torch.equal(whole, exact)
+    half = tnconv.conv_weight_vjp(x, size, g, **options, per_sample=True,
+                                  sample=tnconv.Sample(leg, 0.5, generator=_generator()))
+    assert half.shape == (shape[0], *size)
+
+
+def test_a_non_contiguous_input_gives_the_same_estimate():
+    x, g = rand(2, 6, 5, 4).transpose(2, 3), rand(2, 3, 4, 5)
+    assert not x.is_contiguous()
+    for leg in ("spatial", "channel"):
+        results = [tnconv.conv_weight_vjp(t, (3, 6, 3, 3), g, padding=1, sample=tnconv.Sample(
+            leg, 0.5, generator=_generator(9))) for t in (x, x.contiguous())]
+        assert_close(results[0], results[1])
+
+
+def test_bernoulli_draws_are_padded_to_a_few_buckets():
+    sample = tnconv.Sample("spatial", 0.3, generator=_generator(), scheme="bernoulli")
+    seen = set()
+    for _ in range(200):
+        counts, index, weights = draw(sample, (50, 7))
+        step = math.ceil(50 / BUCKETS)
+        assert counts[0] % step == 0 or counts[0] == 50
+        kept = int((weights[:counts[0]] > 0).sum())
+        assert kept <= counts[0] < kept + step or counts[0] == step  # pad < one bucket
+        assert torch.all(index[:counts[0]][weights[:counts[0]] == 0] == 0)  # padding: index 0
+        seen.add(counts)
+    assert len({c[0] for c in seen}) <= BUCKETS + 1 and len({c[1] for c in seen}) <= 7
+
+
+def test_explain_render_and_export_of_a_sampled_compile(tmp_path):
+    spec = tnconv.ConvSpec(3, 4, 3, input_size=(8, 8), padding=1)
+    sample = tnconv.Sample("spatial", keep=0.25, scheme="fixed")
+    compiled = tnconv.compile("weight_vjp", spec, sample=sample, batch_size=2)
+    text = compiled.explain()
+    assert "sample" in text and "o1 (8), o2 (8)" in text and "typical  counts (4, 4)" in text
+    assert "gather" in text and "selection" in text
+    assert "R_o1[X]" in compiled.to_dot() and "R_o1[Π1]" in compiled.to_dot("input")
+    with pytest.raises(tnconv.TNConvError, match="sample"):
+        compiled.to_einsum()
+    with pytest.raises(tnconv.TNConvError, match="selection"):
+        tnconv.compile("sampled_weight_vjp", spec).to_einsum()
+
+
+@pytest.mark.parametrize("keep", [0, 1.5, -0.2, float("nan"), True, "0.5"])
+def test_keep_outside_the_unit_interval_is_an_error(keep):
+    with pytest.raises(tnconv.TNConvError, match="'keep'"):
+        tnconv.Sample("spatial", keep)
+
+
+def test_bad_samples_are_errors_naming_the_argument():
+    with pytest.raises(tnconv.TNConvError, match="'leg'"):
+        tnconv.Sample("time", 0.5)
+    with pytest.raises(tnconv.TNConvError, match="'scheme'"):
+        tnconv.Sample("spatial", 0.5, scheme="poisson")
+    with pytest.raises(tnconv.TNConvError, match="'generator'"):
+        tnconv.Sample("spatial", 0.5, generator=3)
+    spec = tnconv.ConvSpec(2, 2, 3, input_size=(6,))
+    half = tnconv.Sample("spatial", 0.5)
+    for op, sample in [("forward", half), ("kfac_reduce", half), ("input_vjp", half),
+                       ("weight_vjp", tnconv.Sample("batch", 0.5)),
+                       ("kfc", tnconv.Sample("channel", 0.5)), ("weight_vjp", "spatial")]:
+        with pytest.raises(tnconv.TNConvError, match="'sample'"):
+            tnconv.compile(op, spec, sample=sample)
+    x, g = rand(1, 2, 6), rand(1, 2, 4)
+    with pytest.raises(tnconv.TNConvError, match="'sample'"):
+        tnconv.conv_weight_vjp(x, (2, 2, 3), g, sample=0.5)
+    with pytest.raises(tnconv.TNConvError, match="'sample'"):
+        tnconv.nn.Conv1d(2, 2, 3, backward_sample=tnconv.Sample("batch", 0.5))
+    with pytest.raises(tnconv.TNConvError, match="'sample'"):
+        tnconv.kfc(torch.nn.Conv1d(2, 2, 3), rand(1, 2, 6).float(),
+                   sample=tnconv.Sample("channel", 0.5))
+
+
+def test_import_tnconv_does_not_import_torch_for_sample():
+    import subprocess
+    import sys
+
+    script = ("import sys, tnconv; assert 'torch' not in sys.modules; "
+              "assert 'Sample' in tnconv.__all__ and 'Sample' in dir(tnconv)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_benchmark_scripts_run_on_a_tiny_layer(tmp_path):
+    import doctest
+    import importlib
+
+    from benchmarks import dropout, dropout_training
+    from benchmarks.layers import Layer
+
+    for name in ("benchmarks.dropout", "benchmarks.dropout_training"):
+        result = doctest.testmod(importlib.import_module(name))
+        assert result.attempted > 0 and result.failed == 0
+    tiny = Layer("tiny", "test", 4, 6, 3, (7, 6), batch=2, padding=1, groups=2)
+    table = dropout.run([tiny], repeats=1, budget=0.1)
+    assert set(table) == {("tiny", "spatial"), ("tiny", "channel")}
+    text = dropout.markdown(table, ["- a header"])
+    assert "**geometric mean**" in text and "keep 0.25 at most 0.5×" in text
+    losses, times = dropout_training.train(tnconv.Sample("spatial", 0.5), steps=2, batch=4)
+    assert len(losses) == len(times) == 2 and all(math.isfinite(v) for v in losses)
