@@ -41,6 +41,9 @@ class Operation:
     choices: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     batch_argument: int = 0
     native: Optional[str] = None
+    #: A pure function of the lowered program returning one line for `Compiled.explain`
+    #: about the plan the compiler chose (e.g. which contraction form a path took).
+    explain_plan: Optional[Callable[[Any], str]] = None
 
     def native_route(self) -> Optional[Callable[..., Any]]:
         """The native torch route, imported on first use ("module:function" in `native`).
