@@ -8,11 +8,12 @@ and the correctness check), `memory` (extra peak memory), `overhead` (per-call
 cost), `summary` (ratios, geometric means, bars), `report` (Markdown), `plot`
 (PNG), `progress`, `runner` and `cli`; `floor` (``python -m benchmarks.floor``)
 puts KFAC-reduce next to a floor: a torch program that only reads the input once
-and writes a tensor of the factor's size.
+and writes a tensor of the factor's size; `compile_time`
+(``python -m benchmarks.compile_time``) times compiling and first calls.
 
 >>> from benchmarks.layers import LAYERS
 >>> len(LAYERS)
-12
+20
 """
 
 __all__: list[str] = []

@@ -1,8 +1,9 @@
-"""Helpers for the tests: the device switch and float64 comparisons."""
+"""Helpers for the tests: the device switch, float64 comparisons, schedules and their steps."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -21,3 +22,24 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rtol: float = 1e-
     scale = expected.abs().max().clamp_min(1e-300)
     err = ((actual - expected).abs().max() / scale).item()
     assert err <= rtol, f"relative error {err:.3e} > {rtol:.0e}"
+
+
+def schedule_of(op: str, spec: Any, batch: int, **options: Any) -> Any:
+    """The public `Schedule` of `op` on `spec` for `batch` (the tensor-network route)."""
+    import tnconv
+
+    return tnconv.compile(op, spec, strategy="tn", **options).schedule(batch)
+
+
+def step_types(schedule: Any) -> list[type]:
+    """The classes of a schedule's per-call steps, in order."""
+    return [type(step) for step in schedule.steps]
+
+
+def run_step(step: Any, *tensors: torch.Tensor) -> torch.Tensor:
+    """`step` bound by its family's runtime and run; `tensors` fill registers 0, 1, …
+    (the slots up to the step's output are left empty)."""
+    from tnconv.runtime.interpreter import BINDERS
+
+    registers = list(tensors) + [None] * max(0, step.output + 1 - len(tensors))
+    return BINDERS[step.family](step, registers, DEVICE)(registers)

@@ -93,7 +93,7 @@ def test_tour_writes_dot_where_graphviz_is_missing(tmp_path, monkeypatch):
     spec = tnconv.ConvSpec(2, 2, kernel_size=3, input_size=(5,))
     message = tour._diagram(tnconv.compile("kfac_reduce", spec), tmp_path / "d.svg")
     assert str(tmp_path / "d.dot") in message and "not installed" in message
-    assert (tmp_path / "d.dot").read_text().startswith('graph "kfac_reduce"')
+    assert (tmp_path / "d.dot").read_text().startswith('graph kfac_reduce {')
 
 
 def test_render_writes_svg_in_a_fresh_process(tmp_path):
@@ -110,7 +110,7 @@ def test_render_writes_dot_source_of_either_stage(capsys, tmp_path):
         assert main(["render", "unfold", "--example", "tiny", "--stage", stage,
                      "-o", str(path)]) == 0
         assert capsys.readouterr().out.strip() == f"wrote {path}"
-        assert path.read_text().startswith('graph "unfold"')
+        assert path.read_text().startswith('graph unfold {')
     assert paths[0].read_text() != paths[1].read_text()
 
 

@@ -22,7 +22,7 @@ import torch
 from tnconv.cache import LRUCache, kept
 from tnconv.errors import TNConvError, argument_error, positive_int
 from tnconv.ir.network import Network
-from tnconv.lower import EinsumProgram, Schedule, lower, price, schedule
+from tnconv.lower import EinsumProgram, Schedule, build_schedule, lower, price
 from tnconv.ops import Operation, get_operation
 from tnconv.rewrite.driver import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
 from tnconv.runtime.interpreter import Bound, bound
@@ -110,7 +110,7 @@ class Compiled:
     def schedule(self, batch_size: Optional[int] = None) -> Schedule:
         """The `Schedule` that runs the program for `batch_size` (default: `.batch_size`):
         typed steps over registers, as the runtime interprets them."""
-        return schedule(self.program_for(self.batch_size if batch_size is None else batch_size))
+        return build_schedule(self.program_for(self.batch_size if batch_size is None else batch_size))
 
     # ---------------------------------------------------------- executing
     def _check(self, tensors: tuple[torch.Tensor, ...]) -> int:

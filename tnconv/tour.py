@@ -18,12 +18,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Optional, TextIO
+from typing import Callable, Iterator, Optional, TextIO
 
 import torch
 
@@ -61,11 +63,31 @@ def _layer_inputs(model: torch.nn.Sequential, x: torch.Tensor) -> list[tuple[tor
     return found
 
 
+@contextlib.contextmanager
+def _quiet_native_output() -> Iterator[None]:
+    """Silence what native code writes to the process's stdout and stderr (the profiler's
+    library prints trace lines there), restoring both afterwards."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved + [null]:
+            os.close(fd)
+
+
 def peak_bytes(call: Callable[[], object]) -> int:
     """Peak bytes allocated through torch's CPU allocator during `call()`, above the start."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_native_output(), profile(activities=[ProfilerActivity.CPU],
+                                         profile_memory=True) as prof:
         result = call()
     events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
                     if e.name() == "[memory]")

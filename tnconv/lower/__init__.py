@@ -1,7 +1,7 @@
 """Stage 5, lowering and scheduling (pure Python: no torch).
 
 `lower` turns a `Network` into an `EinsumProgram` (equation, operands, contraction
-path); `schedule` turns the program into a `Schedule` (typed steps over registers,
+path); `build_schedule` turns the program into a `Schedule` (typed steps over registers,
 chosen by rules and passes); the cost model (`price`, `network_cost`) prices a program
 as its schedule runs it, for the rewrite driver and the path choice alike.
 
@@ -13,10 +13,10 @@ as its schedule runs it, for the rewrite driver and the path choice alike.
 """
 
 from tnconv.lower.cost import Cost
-from tnconv.lower.lowering import lower, network_cost, price, schedule
+from tnconv.lower.lowering import build_schedule, lower, network_cost, price
 from tnconv.lower.paths import walk_path
 from tnconv.lower.program import EinsumProgram, Operand
 from tnconv.lower.schedule.model import Schedule
 
 __all__ = ["Cost", "EinsumProgram", "Operand", "Schedule", "lower", "network_cost", "price",
-           "schedule", "walk_path"]
+           "build_schedule", "walk_path"]

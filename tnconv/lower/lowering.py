@@ -2,7 +2,7 @@
 
 `lower` plans opt_einsum's path and, where index patterns scatter, the path that
 meets them last (a fold: one pass over the data), keeping whichever the cost model
-prices lower; `schedule` builds the program's `Schedule` (the step rules, then the
+prices lower; `build_schedule` builds the program's `Schedule` (the step rules, then the
 passes); `network_cost` is the price of a network as it would run, which the rewrite
 driver minimises. `cheap=True` plans paths greedily: fast enough to price every
 candidate inside the rewrite search (a 17-d convolution has 19 operands).
@@ -11,7 +11,7 @@ candidate inside the rewrite search (a 17-d convolution has 19 operands).
 >>> from tnconv.ops.convolution import forward_network
 >>> net = forward_network(ConvSpec(2, 3, 3, input_size=(6, 6)), 1)
 >>> program = lower(net, ("input", "weight"), (1, 3, 4, 4))
->>> schedule(program).families
+>>> build_schedule(program).families
 ('einsum', 'einsum', 'product')
 """
 
@@ -29,7 +29,7 @@ from tnconv.lower.schedule.builder import build_steps, operand_registers
 from tnconv.lower.schedule.model import Schedule
 from tnconv.lower.schedule.passes import run_passes
 
-__all__ = ["lower", "schedule", "price", "network_cost", "FOLD_GROWTH_LIMIT"]
+__all__ = ["lower", "build_schedule", "price", "network_cost", "FOLD_GROWTH_LIMIT"]
 
 #: The fold-first path is taken only where the tensor it folds is at most this many
 #: times the largest argument: a larger one (depthwise and 3×3 layers, ∏K·C_in > C_out)
@@ -38,14 +38,14 @@ FOLD_GROWTH_LIMIT = 4
 
 
 @lru_cache(maxsize=4096)
-def schedule(program: EinsumProgram) -> Schedule:
+def build_schedule(program: EinsumProgram) -> Schedule:
     """The `Schedule` that runs `program` (cached: programs are hashable)."""
     return run_passes(build_steps(program))
 
 
 def price(program: EinsumProgram, itemsize: int = 4) -> Cost:
     """The per-call cost of `program` as its schedule runs it."""
-    return program_cost(program, schedule(program), operand_registers(program), itemsize)
+    return program_cost(program, build_schedule(program), operand_registers(program), itemsize)
 
 
 def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...],

@@ -22,8 +22,7 @@ from dataclasses import dataclass, replace
 from math import prod
 from typing import Any, Hashable, Optional
 
-import opt_einsum
-
+from tnconv.ir.equation import spell, symbol_map, unbounded_symbol
 from tnconv.ir.network import Network, Tensor
 from tnconv.lower.paths import find_folds, fold_first_path, plan_path
 from tnconv.spec.index_pattern import IndexPattern
@@ -124,9 +123,9 @@ def lower_program(net: Network, arguments: tuple[str, ...], result_shape: tuple[
     """`net` as an einsum program with opt_einsum's path (`optimize`: its optimiser,
     by default chosen by the operand count); `arguments` are the data roles in call order."""
     tensors = _ordered_tensors(net, arguments)
-    symbols = {index: opt_einsum.get_symbol(pos) for pos, (index, _) in enumerate(net.sizes)}
-    inputs = ["".join(symbols[i] for i in t.indices) for t in tensors]
-    output = "".join(symbols[i] for i in net.output)
+    symbols = symbol_map((index for index, _ in net.sizes), unbounded_symbol)
+    equation = spell([t.indices for t in tensors], net.output, symbols)
+    inputs, output = equation.split("->")[0].split(","), equation.split("->")[1]
     shapes = [net.shape_of(t) for t in tensors]
     path, flops, largest = plan_path(inputs, output, shapes, optimize)
     operands = tuple(
@@ -136,7 +135,7 @@ def lower_program(net: Network, arguments: tuple[str, ...], result_shape: tuple[
     if prod(net.output_shape) != prod(result_shape):
         raise ValueError(f"result shape {result_shape} does not fit output {net.output_shape}")
     return EinsumProgram(
-        equation=",".join(inputs) + "->" + output,
+        equation=equation,
         operands=operands,
         output_indices=net.output,
         output_shape=net.output_shape,

@@ -3,8 +3,10 @@
 `write_gallery(directory)` (the command ``tnconv gallery diagrams/``) draws every
 operation in `tnconv.ops.OPERATIONS` on a representative 2d convolution, then a
 1d, a 3d and a transposed example and a before/after pair for the rewrites,
-and writes ``README.md`` showing them all. Output is deterministic, so the
-test suite can check the committed gallery is up to date.
+and writes ``README.md`` showing them all. `gallery_networks()` and
+`gallery_readme()` give what it draws and writes without Graphviz, so the test
+suite checks the committed gallery against the code whatever Graphviz version
+drew it.
 
 >>> [d.file for d in gallery_entries()][:1]
 ['forward.svg']
@@ -17,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tnconv.errors import TNConvError
-from tnconv.render.dot import INSTALL_HINT, render, stage_network
+from tnconv.ir.network import Network
+from tnconv.render.dot import INSTALL_HINT, import_graphviz, render, stage_network
 from tnconv.spec.conv_spec import ConvSpec
 
-__all__ = ["Diagram", "gallery_entries", "write_gallery", "SPEC_2D", "BATCH"]
+__all__ = ["Diagram", "gallery_entries", "diagram_network", "gallery_networks", "gallery_readme",
+           "write_gallery", "SPEC_2D", "BATCH"]
 
 #: The representative convolution of the per-operation diagrams.
 SPEC_2D = ConvSpec(in_channels=4, out_channels=8, kernel_size=3, input_size=(8, 8), stride=2,
@@ -78,11 +82,7 @@ def gallery_entries() -> tuple[Diagram, ...]:
 
 
 def _graphviz_version() -> str:
-    try:
-        import graphviz
-    except ImportError:
-        raise TNConvError("tnconv gallery: the Python package 'graphviz' is not importable "
-                          f"(pip install graphviz), and {INSTALL_HINT}") from None
+    graphviz = import_graphviz("tnconv gallery")
     try:
         return ".".join(map(str, graphviz.version()))
     except graphviz.ExecutableNotFound:
@@ -90,40 +90,68 @@ def _graphviz_version() -> str:
                           f"{INSTALL_HINT}") from None
 
 
-def _draw(diagram: Diagram, directory: Path) -> tuple[str, Path | None]:
-    """Render one diagram: its README entry and file (a note and None if the op rejects the spec)."""
+def diagram_network(diagram: Diagram) -> Network:
+    """The network `diagram` draws (a `TNConvError` if its operation rejects the spec)."""
     from tnconv.compiler import compile
 
+    compiled = compile(diagram.operation, diagram.spec, strategy="tn", batch_size=BATCH)
+    return stage_network(compiled, diagram.stage)
+
+
+def gallery_networks() -> tuple[tuple[Diagram, Network | TNConvError], ...]:
+    """Every diagram with its network, or the error of an operation that rejects its spec."""
+    drawn: list[tuple[Diagram, Network | TNConvError]] = []
+    for diagram in gallery_entries():
+        try:
+            drawn.append((diagram, diagram_network(diagram)))
+        except TNConvError as err:
+            drawn.append((diagram, err))
+    return tuple(drawn)
+
+
+def _entry_text(diagram: Diagram, network: Network | TNConvError) -> str:
+    """The README entry of one diagram (a note where its operation rejects the spec)."""
+    from tnconv.ops import OPERATIONS
+
     heading = f"### {diagram.title}\n\n"
-    try:
-        compiled = compile(diagram.operation, diagram.spec, strategy="tn", batch_size=BATCH)
-        network = stage_network(compiled, diagram.stage)
-    except TNConvError as err:
-        return heading + f"Not drawn for this spec: {err}\n", None
-    path = render(network, directory / diagram.file)
+    if isinstance(network, TNConvError):
+        return heading + f"Not drawn for this spec: {network}\n"
     caption = f" {diagram.caption}." if diagram.caption else ""
-    return (heading + f"`{diagram.operation}`: {compiled.operation.description}.{caption}\n\n"
-            f"![{diagram.title}]({diagram.file})\n"), path
+    description = OPERATIONS[diagram.operation].description
+    return (heading + f"`{diagram.operation}`: {description}.{caption}\n\n"
+            f"![{diagram.title}]({diagram.file})\n")
 
 
 _INTRO = """\
 # Diagrams
 
 Tensor networks of tnconv's operations, written by `tnconv gallery diagrams/`
-(Graphviz {version}). Do not edit by hand: a test checks that the command
-reproduces these files.
+(Graphviz {version}). Do not edit by hand: a test checks that the nodes,
+labels and edges of these files are what the code draws today.
 
 How to read them: round nodes are data tensors (input X, weight W, cotangents
-and tangents), coloured by role; amber boxes are index patterns Π, labelled
-with their spatial dimension and hyper-parameters (K kernel, S stride,
-D dilation, P padding, I input and O output size, padding mode); grey dashed
-boxes are other constants. An edge is an index, labelled with its name and
-size; a black dot joins an index shared by three or more tensors (or by two
-and the output); edges that end on the right are the open legs (the output, in
-the order the caption lists); a circled Σ is an index summed on one
-tensor alone. Stage `input` is the network as built, `rewritten` after the
-rewrites.
+and tangents), coloured by role; a data tensor read through a view (after the
+rewrites) notes the view's base shape and its steps. Amber boxes are index
+patterns Π, labelled with their spatial dimension and hyper-parameters
+(K kernel, S stride, D dilation, P padding, I input and O output size, padding
+mode); grey dashed boxes are other constants. An edge is an index, labelled
+with its name and size; a black dot joins an index shared by three or more
+tensors (or by two and the output); edges that end on the right are the open
+legs (the output, in the order the caption lists); a circled Σ is an index
+summed on one tensor alone. Stage `input` is the network as built,
+`rewritten` after the rewrites.
 """
+
+
+def gallery_readme(drawn: tuple[tuple[Diagram, Network | TNConvError], ...], version: str) -> str:
+    """The gallery's README.md for `drawn` (`gallery_networks()`), naming Graphviz `version`."""
+    parts, section = [_INTRO.format(version=version)], None
+    for diagram, network in drawn:
+        if diagram.section != section:
+            section = diagram.section
+            parts.append(f"## {section}\n")
+        parts.append(_entry_text(diagram, network))
+    return "\n".join(parts)
 
 
 def write_gallery(directory: str | Path) -> list[Path]:
@@ -131,14 +159,9 @@ def write_gallery(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     version = _graphviz_version()
     directory.mkdir(parents=True, exist_ok=True)
-    parts, section, written = [_INTRO.format(version=version)], None, []
-    for diagram in gallery_entries():
-        if diagram.section != section:
-            section = diagram.section
-            parts.append(f"## {section}\n")
-        text, path = _draw(diagram, directory)
-        parts.append(text)
-        written += [path] if path is not None else []
+    drawn = gallery_networks()
+    written = [render(network, directory / diagram.file) for diagram, network in drawn
+               if isinstance(network, Network)]
     readme = directory / "README.md"
-    readme.write_text("\n".join(parts), encoding="utf-8")
+    readme.write_text(gallery_readme(drawn, version), encoding="utf-8")
     return written + [readme]

@@ -11,7 +11,7 @@
 
 from typing import Any
 
-from tnconv.lower import EinsumProgram, schedule
+from tnconv.lower import EinsumProgram, build_schedule
 from tnconv.runtime.interpreter import Bound, bound
 
 __all__ = ["Bound", "bound", "runner"]
@@ -19,4 +19,4 @@ __all__ = ["Bound", "bound", "runner"]
 
 def runner(program: EinsumProgram, device: Any, dtype: Any) -> Bound:
     """`program`'s schedule bound to `device` / `dtype` (cached): call it with the arguments."""
-    return bound(schedule(program), device, dtype)
+    return bound(build_schedule(program), device, dtype)

@@ -9,10 +9,10 @@ torch calls only: no opt_einsum machinery at run time, friendly to `torch.compil
 >>> import torch
 >>> from tnconv.spec import ConvSpec
 >>> from tnconv.ops.convolution import forward_network
->>> from tnconv.lower import lower, schedule
+>>> from tnconv.lower import build_schedule, lower
 >>> program = lower(forward_network(ConvSpec(2, 3, 3, input_size=(6, 6)), 1),
 ...                 ("input", "weight"), (1, 3, 4, 4))
->>> run = bound(schedule(program), torch.device("cpu"), torch.float64)
+>>> run = bound(build_schedule(program), torch.device("cpu"), torch.float64)
 >>> x, w = torch.rand(1, 2, 6, 6, dtype=torch.float64), torch.rand(3, 2, 3, 3, dtype=torch.float64)
 >>> torch.allclose(run(x, w), torch.nn.functional.conv2d(x, w))
 True
@@ -27,14 +27,18 @@ import torch
 from tnconv.cache import LRUCache
 from tnconv.ir.constants import to_torch
 from tnconv.lower.schedule.model import Schedule
-from tnconv.runtime import einsum, product, reduce, scatter, windows
+from tnconv.runtime.einsum import bind as bind_einsum
+from tnconv.runtime.product import bind as bind_product
+from tnconv.runtime.reduce import bind as bind_reduce
+from tnconv.runtime.scatter import bind as bind_scatter
+from tnconv.runtime.windows import bind as bind_windows
 
 __all__ = ["Bound", "bound", "BINDERS", "shares_memory"]
 
 #: Per step family: (step, registers holding the constants, device) -> the step's call.
 BINDERS: dict[str, Callable[..., Callable]] = {
-    "einsum": einsum.bind, "reduce": reduce.bind, "product": product.bind,
-    "windows": windows.bind, "scatter": scatter.bind}
+    "einsum": bind_einsum, "reduce": bind_reduce, "product": bind_product,
+    "windows": bind_windows, "scatter": bind_scatter}
 _BOUND = LRUCache(name="plans")
 
 

@@ -144,24 +144,77 @@ class _Runs:
                             self.offsets[t])
 
 
+@dataclass(frozen=True)
+class _Grid:
+    """Each tap's grid of output positions in a strided window view: [rows, O…] at the
+    offsets of the taps, the leading legs merged into one row leg."""
+
+    lead_shape: tuple[int, ...]
+    row_stride: int
+    outputs: tuple[int, ...]
+    o_strides: tuple[int, ...]
+    offsets: tuple[int, ...]
+
+    @classmethod
+    def of(cls, v: torch.Tensor, leading: int) -> Optional["_Grid"]:
+        """None where the leading legs do not merge into one row leg."""
+        strides, shape = v.stride(), tuple(v.shape)
+        lead = shape[:leading]
+        if not lead or any(strides[d] != strides[d + 1] * shape[d + 1]
+                           for d in range(leading - 1)):
+            return None
+        k_strides, taps = strides[leading + 1::2], shape[leading + 1::2]
+        offsets = tuple(v.storage_offset() + sum(k * s for k, s in zip(tap, k_strides))
+                        for tap in itertools.product(*(range(k) for k in taps)))
+        return cls(lead, strides[leading - 1], shape[leading::2], strides[leading::2], offsets)
+
+
+def _shift_tap_grid(step: ShiftTap, v: torch.Tensor, w: torch.Tensor,
+                    grid: _Grid) -> torch.Tensor:
+    """Depthwise taps on strided windows: per block of rows, one multiply-add per tap of its
+    grid of positions, read in place."""
+    rows, positions = prod(grid.lead_shape), prod(grid.outputs)
+    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
+    weight = weight.expand(*grid.lead_shape, -1).reshape(rows, -1).T.contiguous()
+    out = v.new_empty(rows, *grid.outputs)
+    block = max(1, _BLOCK_BYTES // (2 * positions * v.element_size()))
+    ones = (1,) * len(grid.outputs)
+    for start in range(0, rows, block):
+        count = min(block, rows - start)
+        acc = out[start:start + count]
+        for t, offset in enumerate(grid.offsets):
+            data = v.as_strided((count, *grid.outputs), (grid.row_stride, *grid.o_strides),
+                                offset + start * grid.row_stride)
+            scale = weight[t, start:start + count].view(count, *ones)
+            if t == 0:
+                torch.mul(data, scale, out=acc)
+            else:
+                acc.addcmul_(data, scale)
+    return out.view(*grid.lead_shape, *grid.outputs).permute(step.permutation)
+
+
 def _leading(step: Any) -> int:
     return step.leading if isinstance(step, ShiftTap) else sum(step.lead)
 
 
 def _in_place(step: Any, body: Callable) -> Run:
-    """`body` on the runs of the windowed operand, or the step's einsum where there are none."""
+    """`body` on the runs of the windowed operand, or the step's einsum where there are none
+    (depthwise taps on strided windows: on their grid of positions)."""
     windowed, other = step.inputs
     leading, equation = _leading(step), step.equation
-    needs_rows = isinstance(step, ShiftTap)
+    depthwise = isinstance(step, ShiftTap)
 
     def run(r: Sequence[Any]) -> torch.Tensor:
         v, w = r[windowed], r[other]
-        runs = None
-        if not (torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)):
-            runs = _Runs.of(v, leading)
-            if runs is not None and needs_rows and runs.row_stride() is None:
-                runs = None
-        if runs is None:
+        if torch.is_grad_enabled() and (v.requires_grad or w.requires_grad):
+            return torch.einsum(equation, v, w)
+        runs = _Runs.of(v, leading)
+        if depthwise and (runs is None or runs.row_stride() is None):
+            grid = _Grid.of(v, leading)
+            if grid is not None:
+                return _shift_tap_grid(step, v, w, grid)
+            return torch.einsum(equation, v, w)
+        if runs is None or (depthwise and runs.row_stride() is None):
             return torch.einsum(equation, v, w)
         return body(step, v, w, runs)
 

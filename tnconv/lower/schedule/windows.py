@@ -13,8 +13,9 @@ read the (padded) data in place instead:
   large well-shaped product, as often slower, so it is not chosen there.
 - `ShiftGemmOutput`: taps kept in the result (a grouped weight VJP): the cotangent is
   laid out once at the padded width, each tap one batched product with its run.
-- `ShiftTap` (depthwise, stride 1): each tap one multiply-add of its run, a block of
-  rows at a time so the accumulator stays in cache over the taps.
+- `ShiftTap` (depthwise, any stride): each tap one multiply-add of its run (or of its
+  grid of strided positions), a block of rows at a time so the accumulator stays in
+  cache over the taps.
 - `TapLoop` / `TapOutput` (strided windows): one slice of the data per tap, summed
   (elementwise for depthwise, or where the window view would be too large to lay out),
   or, for taps kept in the result, one product and sum per tap.
@@ -134,8 +135,10 @@ class ShiftGemmOutput(Step):
 @dataclass(frozen=True)
 class ShiftTap(Step):
     """Depthwise: out[lead…, o…] = Σ_taps windows · weight[…, taps], one multiply-add per
-    tap on a block of rows. `weight_permutation` and `weight_shape` lay the weight out as
-    [lead… (size 1 where it lacks the leg), taps]; `permutation` orders [lead…, o…]."""
+    tap on a block of rows (a flat run of the padded rows for stride-1 windows, the grid
+    of output positions for strided ones). `weight_permutation` and `weight_shape` lay the
+    weight out as [lead… (size 1 where it lacks the leg), taps]; `permutation` orders
+    [lead…, o…]."""
 
     family = "windows"
     equation: str
@@ -173,11 +176,11 @@ def _window_step(site: Site, windowed: Operand, other: Operand) -> Optional[Step
     if view is None or not windowed.argument:
         return None
     tap_dims = view.tap_dims()
-    if all(s.step == 1 for s in view.steps if isinstance(s, Window)):
-        step = _shift_gemm(site, windowed, other, tap_dims) or _shift_tap(site, windowed, other,
-                                                                         tap_dims)
-        if step is not None:
-            return step
+    stride_one = all(s.step == 1 for s in view.steps if isinstance(s, Window))
+    step = ((_shift_gemm(site, windowed, other, tap_dims) if stride_one else None)
+            or _shift_tap(site, windowed, other, tap_dims))
+    if step is not None:
+        return step
     if prod(view.shape) < 2 * prod(view.base_shape):
         return None
     return _tap_loop(site, windowed, other, tap_dims)
@@ -308,8 +311,9 @@ def _shift_gemm(site: Site, windowed: Operand, other: Operand,
 
 def _shift_tap(site: Site, windowed: Operand, other: Operand,
                tap_dims: tuple[int, ...]) -> Optional[ShiftTap]:
-    """Stride-1 windows meeting a weight elementwise (depthwise): every leading leg kept,
-    every tap summed, the weight carrying only taps and leading legs."""
+    """Windows meeting a weight elementwise (depthwise): every leading leg kept, every tap
+    summed, the weight carrying only taps and leading legs (any stride: strided windows
+    run on a grid of output positions instead of a flat run)."""
     legs, other_legs, out = windowed.legs, other.legs, site.out
     leading = _pairs(legs, tap_dims)
     if leading is None or leading < 1:

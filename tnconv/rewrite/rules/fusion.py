@@ -25,7 +25,7 @@ import numpy as np
 import opt_einsum
 
 from tnconv.ir.constants import register_constant, to_numpy
-from tnconv.ir.equation import canonical
+from tnconv.ir.equation import canonical, spell, symbol_map, unbounded_symbol
 from tnconv.lower import network_cost
 from tnconv.ir.network import Network, Tensor
 
@@ -49,9 +49,8 @@ class FusedConstant:
         return tuple(sizes[i] for i in self.legs)
 
     def to_numpy(self) -> np.ndarray:
-        symbol = {i: opt_einsum.get_symbol(n) for n, (i, _) in enumerate(self.sizes)}
-        terms = ["".join(symbol[i] for i in legs) for _, legs in self.parts]
-        equation = ",".join(terms) + "->" + "".join(symbol[i] for i in self.legs)
+        symbols = symbol_map((i for i, _ in self.sizes), unbounded_symbol)
+        equation = spell([legs for _, legs in self.parts], self.legs, symbols)
         return opt_einsum.contract(equation, *[to_numpy(v) for v, _ in self.parts])
 
     def signature(self) -> tuple:
