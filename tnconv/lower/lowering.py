@@ -1,8 +1,9 @@
 """Lowering and scheduling as one call: `Network` -> `EinsumProgram` -> `Schedule`, priced.
 
-`lower` plans opt_einsum's path and, where index patterns scatter, the path that
-meets them last (a fold: one pass over the data), keeping whichever the cost model
-prices lower; `build_schedule` builds the program's `Schedule` (the step rules, then the
+`lower` plans opt_einsum's path and the alternatives the cost model may prefer: for a
+network that holds a product and its copy, each copy contracted first (`copies_first`,
+the copy's half then runs once), and where index patterns scatter, the path that meets
+them last (a fold: one pass over the data); `build_schedule` builds the program's `Schedule` (the step rules, then the
 passes); `network_cost` is the price of a network as it would run, which the rewrite
 driver minimises. `cheap=True` plans paths greedily: fast enough to price every
 candidate inside the rewrite search (a 17-d convolution has 19 operands).
@@ -23,6 +24,7 @@ from math import prod
 from typing import Optional
 
 from tnconv.ir.network import Network
+from tnconv.lower.copies import copies_first
 from tnconv.lower.cost import Cost, program_cost
 from tnconv.lower.program import EinsumProgram, fold_first, lower_program
 from tnconv.lower.schedule.builder import build_steps, operand_registers
@@ -52,6 +54,9 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
           cheap: bool = False) -> EinsumProgram:
     """Lower `net` (data roles `arguments` in call order) to its cheapest program."""
     program = lower_program(net, arguments, result_shape, "greedy" if cheap else None)
+    copied = copies_first(net, program, arguments, "greedy" if cheap else None)
+    if copied is not None and price(copied).total < price(program).total:
+        program = copied
     folding = fold_first(program)
     if folding is None:
         return program

@@ -1,5 +1,5 @@
-"""Runtime of the reduce family: sums (one dim at a time where that is faster) and
-masked sums (one product with a vector of counts).
+"""Runtime of the reduce family: sums (one dim at a time where that is faster), masked
+sums (one product with a vector of counts) and sums of elementwise products.
 
 >>> import torch
 >>> from tnconv.lower.schedule.reduce import Reduce
@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from tnconv.lower.schedule.reduce import MaskedReduce, Reduce
+from tnconv.lower.schedule.reduce import HadamardSum, MaskedReduce, Reduce
 
 __all__ = ["bind"]
 
@@ -22,9 +22,11 @@ Run = Callable[[Sequence[Any]], torch.Tensor]
 
 
 def bind(step: Any, registers: Sequence[Any], device: Any = None) -> Run:
-    """The call of a `Reduce` or `MaskedReduce` step."""
+    """The call of a `Reduce`, `MaskedReduce` or `HadamardSum` step."""
     if isinstance(step, MaskedReduce):
         return _masked(step)
+    if isinstance(step, HadamardSum):
+        return _hadamard(step)
     return _reduce(step)
 
 
@@ -53,6 +55,20 @@ def _masked(step: MaskedReduce) -> Run:
 
     def run(r: Sequence[Any]) -> torch.Tensor:
         t = torch.bmm(r[source], r[counts]).reshape(kept_shape)
+        return t.permute(permutation) if permutation else t
+
+    return run
+
+
+def _hadamard(step: HadamardSum) -> Run:
+    (first, second), summed = step.inputs, step.summed
+    order, permutation = step.other_order, step.permutation
+
+    def run(r: Sequence[Any]) -> torch.Tensor:
+        a, b = r[first], r[second]
+        t = a * (b.permute(order) if order else b)
+        if summed:
+            t = t.sum(summed)
         return t.permute(permutation) if permutation else t
 
     return run

@@ -299,7 +299,8 @@ def _shift_gemm(site: Site, windowed: Operand, other: Operand,
             (site.shape(kept), site.shape(shared), site.shape(extra), site.shape(summed)),
             tuple(accumulated.index(leg) for leg in out))
     if (kept_taps and lead == summed + shared + kept
-            and sorted(other_legs) == sorted(summed + shared + extra + starts)):
+            and sorted(other_legs) == sorted(summed + shared + extra + starts)
+            and _taps_pay(site.size(extra), site.size(kept), site.size(taps))):
         result = taps + shared + extra + kept
         return ShiftGemmOutput(
             inputs, site.output, equation, (len(summed), len(shared), len(kept)),
@@ -307,6 +308,14 @@ def _shift_gemm(site: Site, windowed: Operand, other: Operand,
             (site.shape(summed), site.shape(shared), site.shape(extra), site.shape(kept)),
             tuple(result.index(leg) for leg in out))
     return None
+
+
+def _taps_pay(width: int, inner: int, taps: int) -> bool:
+    """Whether reading the data in place tap by tap moves no more than laying the windows
+    out once: per output position, taps·(width + inner) reads against one write and two
+    reads of the taps·inner windows plus one read of the width rows (a 3-channel C3D input
+    against 64 output channels: 27 thin products, each re-reading the cotangent)."""
+    return width * (taps - 1) <= taps * inner
 
 
 def _shift_tap(site: Site, windowed: Operand, other: Operand,
