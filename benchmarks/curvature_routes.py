@@ -70,7 +70,7 @@ def _by_group(case: Case, t: torch.Tensor) -> torch.Tensor:
 
 
 def _as_weight(case: Case, t: torch.Tensor) -> torch.Tensor:
-    """[…, G, C_out/G, D] in the weight's layout (a transposed layer's weight is [C_in, C_out/G, K])."""
+    """[…, G, C_out/G, D] in the weight's layout (a transposed layer's: [C_in, C_out/G, K…])."""
     spec = case.spec
     if not spec.transposed:
         return t.reshape(*t.shape[:-3], *spec.weight_shape)

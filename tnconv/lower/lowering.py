@@ -45,9 +45,11 @@ def build_schedule(program: EinsumProgram) -> Schedule:
     return run_passes(build_steps(program))
 
 
-def price(program: EinsumProgram, itemsize: int = 4) -> Cost:
-    """The per-call cost of `program` as its schedule runs it."""
-    return program_cost(program, build_schedule(program), operand_registers(program), itemsize)
+def price(program: EinsumProgram, itemsize: int = 4, shared: bool = False) -> Cost:
+    """The per-call cost of `program` as its schedule runs it (`shared`: a common
+    sub-expression priced once, as the schedule runs it once)."""
+    return program_cost(program, build_schedule(program), operand_registers(program), itemsize,
+                        shared)
 
 
 def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...],
@@ -55,7 +57,7 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
     """Lower `net` (data roles `arguments` in call order) to its cheapest program."""
     program = lower_program(net, arguments, result_shape, "greedy" if cheap else None)
     copied = copies_first(net, program, arguments, "greedy" if cheap else None)
-    if copied is not None and price(copied).total < price(program).total:
+    if copied is not None and price(copied, shared=True).total < price(program).total:
         program = copied
     folding = fold_first(program)
     if folding is None:

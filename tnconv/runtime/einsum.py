@@ -20,10 +20,8 @@ __all__ = ["bind"]
 
 
 def bind(step: Einsum, registers: Sequence[Any], device: Any = None) -> Callable[[Sequence[Any]], torch.Tensor]:
-    """registers -> torch.einsum(step.equation, *inputs) (permuted, where the step says)."""
-    equation, inputs, permutation = step.equation, step.inputs, step.permutation
-    if permutation:
-        return lambda r: torch.einsum(equation, *[r[i] for i in inputs]).permute(permutation)
+    """registers -> torch.einsum(step.equation, *inputs)."""
+    equation, inputs = step.equation, step.inputs
     if len(inputs) == 2:
         first, second = inputs
         return lambda r: torch.einsum(equation, r[first], r[second])

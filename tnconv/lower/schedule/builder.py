@@ -20,6 +20,7 @@ The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Hashable, Optional
 
 from tnconv.ir.constants import signature as constant_signature
@@ -132,6 +133,7 @@ def operand_registers(program: Any) -> tuple[int, ...]:
     return tuple(regs.operands[pos].register for pos in range(len(program.operands)))
 
 
+@lru_cache(maxsize=4096)
 def repeated_steps(program: Any) -> frozenset[int]:
     """The path steps the schedule does not run: common sub-expressions of an earlier step
     (the same operands met the same way, e.g. a copy's half of a network with two copies),

@@ -310,12 +310,18 @@ def _shift_gemm(site: Site, windowed: Operand, other: Operand,
     return None
 
 
+#: A taps-kept shift-GEMM may move up to this many times what laying the windows out once
+#: moves (its per-tap products are often better shaped than one product of the windows).
+TAPS_TRAFFIC_LIMIT = 4
+
+
 def _taps_pay(width: int, inner: int, taps: int) -> bool:
-    """Whether reading the data in place tap by tap moves no more than laying the windows
-    out once: per output position, taps·(width + inner) reads against one write and two
-    reads of the taps·inner windows plus one read of the width rows (a 3-channel C3D input
-    against 64 output channels: 27 thin products, each re-reading the cotangent)."""
-    return width * (taps - 1) <= taps * inner
+    """Whether reading the data in place tap by tap moves at most `TAPS_TRAFFIC_LIMIT` times
+    what laying the windows out once moves: per output position, taps·(width + inner)
+    reads against a write and a read of the taps·inner windows plus a read of the width
+    rows, i.e. width·(taps − 1) against taps·inner (a 3-channel C3D input under 64 output
+    channels: 27 thin products, each re-reading the cotangent, 5x slower)."""
+    return width * (taps - 1) <= TAPS_TRAFFIC_LIMIT * taps * inner
 
 
 def _shift_tap(site: Site, windowed: Operand, other: Operand,
