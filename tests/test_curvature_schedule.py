@@ -97,3 +97,23 @@ def test_taps_kept_shift_gemm_only_where_it_pays(channels, shift):
     labels = [s.label() for s in tnconv.compile("batch_l2", spec, batch_size=2)
               .schedule().steps]
     assert any("taps kept" in label for label in labels) is shift
+
+
+@pytest.mark.parametrize("kernel, size, dilation, mode", [
+    ((3, 3), (9, 8), (2, 1), "zeros"), ((5,), (17,), 3, "reflect"),
+    ((2, 2, 2), (5, 4, 6), 1, "circular")])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_depthwise_taps_kept_are_one_grouped_correlation(kernel, size, dilation, mode,
+                                                          per_sample):
+    """A depthwise weight VJP (per sample or summed) reads each row's taps by torch's
+    grouped convolution of the data with the row's cotangent (dilation as its stride)."""
+    from tests.curvature_references import per_sample_gradients
+    spec = tnconv.ConvSpec(6, 6, kernel, size, padding="same", dilation=dilation, groups=6,
+                           padding_mode=mode)
+    compiled = tnconv.compile("weight_vjp", spec, strategy="tn", per_sample=per_sample,
+                              batch_size=3)
+    assert any("taps kept" in s.label() for s in compiled.schedule().steps)
+    x = torch.randn(3, 6, *size, dtype=torch.float64)
+    v = torch.randn(3, 6, *spec.output_size, dtype=torch.float64)
+    g = per_sample_gradients(spec, x, torch.randn(spec.weight_shape, dtype=torch.float64), v)
+    assert_close(compiled(x, v), g if per_sample else g.sum(0))

@@ -3,10 +3,10 @@ its schedule runs it (pure: no torch).
 
 The path is walked as the schedule executes it: contractions of constants run once
 per bound schedule and cost nothing per call (with `shared=True`, neither does a step
-the schedule reuses, a common sub-expression: `repeated_steps`); a fold costs one pass over its data
-operand; a window view that its step reads in place (`reads_in_place`) moves the
-data it views, not the windows; every other step costs the product of the sizes of
-the indices it touches. Memory is the largest intermediate, dense constant or
+the schedule reuses, a common sub-expression: `repeated_steps`); a fold costs one pass
+over its data operand; a window view that its step reads in place (`reads_in_place`)
+moves the data it views, not the windows; every other step costs the product of the
+sizes of the indices it touches. Memory is the largest intermediate, dense constant or
 materialised view; bytes moved count the operands and results of the per-call steps
 plus what views copy (padding, gathers, overlapping windows), at `itemsize` bytes per
 element. The rewrite driver minimises `Cost.total`.

@@ -3,9 +3,9 @@
 `lower` plans opt_einsum's path and the alternatives the cost model may prefer: for a
 network that holds a product and its copy, each copy contracted first (`copies_first`,
 the copy's half then runs once), and where index patterns scatter, the path that meets
-them last (a fold: one pass over the data); `build_schedule` builds the program's `Schedule` (the step rules, then the
-passes); `network_cost` is the price of a network as it would run, which the rewrite
-driver minimises. `cheap=True` plans paths greedily: fast enough to price every
+them last (a fold: one pass over the data); `build_schedule` builds the program's
+`Schedule` (the step rules, then the passes); `network_cost` is the price of a network
+as it would run, which the rewrite driver minimises. `cheap=True` plans paths greedily: fast enough to price every
 candidate inside the rewrite search (a 17-d convolution has 19 operands).
 
 >>> from tnconv.spec import ConvSpec

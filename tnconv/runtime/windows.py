@@ -242,20 +242,60 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
                        runs: _Runs) -> torch.Tensor:
     summed, shared, other_free, free = step.sizes
     rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
+    if width == inner == 1:
+        taps_first = _depthwise_correlation(step, v, w, runs)
+        if taps_first is not None:
+            return taps_first.reshape(runs.taps + shared + other_free + free).permute(
+                step.permutation)
     padded = v.new_zeros(rows, width, runs.length)
     runs.positions(padded, summed + shared + other_free).copy_(w.permute(step.other_permutation))
     taps = len(runs.offsets)
     total = v.new_empty(taps, rows, width, inner)
+    if width == inner == 1:  # depthwise: per tap one multiply and one sum over all rows
+        laid_out = padded.view(rows, runs.length)
+        for t in range(taps):
+            torch.sum(laid_out * runs.tap(v, t).reshape(rows, runs.length), dim=1,
+                      out=total[t].view(rows))
+        total = total.view(taps, prod(summed), prod(shared), 1, 1).sum(1)
+        return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
     data = [runs.tap(v, t).reshape(rows, inner, runs.length).transpose(1, 2)
             for t in range(taps)]
-    # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps.
-    block = max(1, _BLOCK_BYTES // ((width + inner) * runs.length * v.element_size()))
+    # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps (where
+    # one row is larger than that, one product per tap over all rows: fewer, larger calls).
+    block = _BLOCK_BYTES // ((width + inner) * runs.length * v.element_size())
+    block = block if block > 1 else rows
     for start in range(0, rows, block):
         rows_here = slice(start, start + block)
         for t in range(taps):
             torch.bmm(padded[rows_here], data[t][rows_here], out=total[t, rows_here])
     total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
     return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
+
+
+_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
+         3: torch.nn.functional.conv3d}
+
+
+def _depthwise_correlation(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
+                           runs: _Runs) -> Optional[torch.Tensor]:
+    """Taps kept, one channel per row (a depthwise weight VJP, per sample or summed): the
+    correlation of each row of the data with its own cotangent, torch's grouped convolution
+    (the cotangent as kernel, the dilation as stride) in one call: [taps, shared…]. None
+    where the rows do not merge or torch has no N-d kernel."""
+    ndim, row_stride = len(runs.taps), runs.row_stride()
+    if ndim not in _CONV or row_stride is None:
+        return None
+    summed, shared, _, _ = step.sizes
+    rows = prod(summed) * prod(shared)
+    k_strides = v.stride()[len(runs.lead_shape) + 1::2]
+    stride = tuple(k // o for k, o in zip(k_strides, runs.o_strides))
+    extent = tuple((o - 1) + (k - 1) * d + 1 for o, k, d in zip(runs.outputs, runs.taps, stride))
+    data = v.as_strided((1, rows, *extent), (rows * row_stride, row_stride, *runs.o_strides),
+                        v.storage_offset())
+    kernel = w.permute(step.other_permutation).reshape(rows, 1, *runs.outputs)
+    taps = _CONV[ndim](data, kernel, stride=stride, groups=rows)  # [1, rows, K…]
+    taps = taps.reshape(prod(summed), prod(shared), -1).sum(0)
+    return taps.T
 
 
 def _shift_tap(step: ShiftTap, v: torch.Tensor, w: torch.Tensor, runs: _Runs) -> torch.Tensor:
