@@ -16,7 +16,7 @@ from tnconv.lower.program import lower_program
 from tnconv.lower.schedule.builder import repeated_steps
 from tnconv.lower.schedule.reduce import HadamardSum, hadamard_rule
 from tnconv.lower.schedule.site import Operand, Site
-from tnconv.ops.hessian import hessian_diagonal_weight_network
+from tnconv.ops.hessian import hessian_diagonal_input_network
 from tnconv.ops.kfac import kfc_network
 from tnconv.ops.statistics import batch_l2_network
 from tnconv.runtime import reduce as reduce_runtime
@@ -43,9 +43,10 @@ def test_copies_first_contracts_each_copy_then_their_results():
 
 
 def test_only_copied_products_get_the_path():
-    """KFC's half is one unfold (nothing to share); the Hessian network's X' is no copy."""
+    """KFC's half is one unfold (nothing to share); the Hessian network's W' (W on the same
+    legs, its square) is no copy."""
     assert split_copies(kfc_network(SPEC, 2)) is None
-    assert split_copies(hessian_diagonal_weight_network(SPEC, 2)) is None
+    assert split_copies(hessian_diagonal_input_network(SPEC, 2)) is None
     assert split_copies(batch_l2_network(SPEC, 2)) is not None
 
 

@@ -42,6 +42,8 @@ class Quantity:
     columns: bool = False
     #: Whether a batch of no samples is an error (a mean over no samples).
     needs_samples: bool = False
+    #: Whether the network takes the first tensor squared elementwise (x∘x).
+    squared: bool = False
 
 
 QUANTITIES = {
@@ -52,7 +54,7 @@ QUANTITIES = {
     "ggn_gram": Quantity("ggn_gram", "x", "sqrt_factor", columns=True),
     "backpropagate_sqrt_factor": Quantity("input_vjp", "weight", "sqrt_factor", columns=True),
     "hessian_diagonal_weight": Quantity("hessian_diagonal_weight", "x",
-                                        "output_hessian_diagonal"),
+                                        "output_hessian_diagonal", squared=True),
     "hessian_diagonal_input": Quantity("hessian_diagonal_input", "weight",
                                        "output_hessian_diagonal"),
 }
@@ -132,6 +134,8 @@ def run(name: str, spec: ConvSpec, first: torch.Tensor, given: torch.Tensor, *,
     quantity = QUANTITIES[name]
     compute = _compute_dtype(op, dtype, given.dtype)
     first, given = first.detach().to(compute), given.detach().to(compute)
+    if quantity.squared:
+        first = first.square()
     if name == "backpropagate_sqrt_factor":
         pulled = compile("input_vjp", spec).run(
             first, given.reshape(columns * batch, *given.shape[2:]))

@@ -13,17 +13,18 @@ convolution this holds for the weight too, since one weight meets every output
 position (for a dense layer the weight's diagonal would be exact).
 
 As networks: the patterns are one-hot (each tap at each output position reads at
-most one input pixel), so U² = Σ_i X[i]² Π[k, o, i]: the weight diagonal is the
-weight VJP with X and a copy X' on the same legs (their elementwise product) and
-h as cotangent. J² is the input VJP with W and W' on the same legs where no two
-taps meet one input pixel at one output position (`taps_distinct`: zero padding,
-and the other modes while the window does not fold onto itself); otherwise the
-copies of W and of the patterns get their own tap legs k' and meet on (o, i).
+most one input pixel), so U² = Σ_i X[i]² Π[k, o, i]: the weight diagonal is the weight
+VJP network with X∘X in X's place (its argument "input_squared", which the front-end
+squares) and h as cotangent, exactly one torch kernel (its native route). J² is the
+input VJP with W and W' on the same legs where no two taps meet one input pixel at one
+output position (`taps_distinct`: zero padding, and the other modes while the window
+does not fold onto itself); otherwise the copies of W and of the patterns get their own
+tap legs k' and meet on (o, i).
 
 >>> from tnconv.spec.conv_spec import ConvSpec
 >>> net = hessian_diagonal_weight_network(ConvSpec(2, 3, 3, input_size=(6,)), 4)
->>> [(t.name, t.indices) for t in net.tensors if t.role == "input"]
-[('X', ('n', 'g', 'c_in', 'i1')), ("X'", ('n', 'g', 'c_in', 'i1'))]
+>>> [(t.name, t.role) for t in net.tensors if not t.is_constant]
+[('X²', 'input_squared'), ('H', 'output_hessian_diagonal')]
 >>> taps_distinct(ConvSpec(1, 1, 3, input_size=(4,), padding=2, padding_mode="reflect"))
 False
 """
@@ -61,9 +62,12 @@ def _with_square(net: Network, role: str) -> Network:
 
 
 def hessian_diagonal_weight_network(spec: ConvSpec, batch: int) -> Network:
-    """Σ_{n,o} h · U² over the weight's legs: the weight VJP of h with X² for X."""
+    """Σ_{n,o} h · U² over the weight's legs: the weight VJP of h with X∘X for X."""
     vjp = vjp_network(forward_network(spec, batch), "weight", cotangent_role=ROLE, name="H")
-    return _with_square(vjp, "input").replace(name="hessian_diagonal_weight").validate()
+    x = vjp.with_role("input")
+    squared = Tensor("X²", x.indices, "input_squared")
+    return vjp.with_tensors(squared if t is x else t for t in vjp.tensors).replace(
+        name="hessian_diagonal_weight").validate()
 
 
 def hessian_diagonal_input_network(spec: ConvSpec, batch: int) -> Network:
@@ -81,11 +85,12 @@ def hessian_diagonal_input_network(spec: ConvSpec, batch: int) -> Network:
 
 register(Operation(
     name="hessian_diagonal_weight", build=hessian_diagonal_weight_network,
-    arguments=("input", ROLE),
+    arguments=("input_squared", ROLE),
     argument_shapes=lambda spec, batch: (input_shape(spec, batch), output_shape(spec, batch)),
     result_shape=lambda spec, batch: spec.weight_shape,
     description="Hessian diagonal of the weight from that of the output "
-                "(Becker-LeCun / HesScale): Σ_{n,o} h · u²"))
+                "(Becker-LeCun / HesScale): Σ_{n,o} h · u², the weight VJP of h at x∘x",
+    native="tnconv.runtime.native:conv_weight_vjp"))
 
 register(Operation(
     name="hessian_diagonal_input", build=hessian_diagonal_input_network,

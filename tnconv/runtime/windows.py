@@ -89,7 +89,9 @@ def _tap_output(step: TapOutput) -> Run:
         v, w = r[windowed], r[other].permute(order).reshape(shape)
         out = v.new_empty(step.out_shape)
         for pick_v, place in selections:
-            out[place] = (v[pick_v] * w).sum(step.summed).permute(step.permutation)
+            part = v[pick_v] * w
+            part = part.sum(step.summed) if step.summed else part  # sum(()) sums everything
+            out[place] = part.permute(step.permutation)
         return out
 
     return run
@@ -272,8 +274,10 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
     return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
 
 
-_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-         3: torch.nn.functional.conv3d}
+#: Grouped convolutions that correlate each row with its own cotangent: 2d only (1d
+#: ones with a cotangent of hundreds of samples as kernel measured 10-100x slower than
+#: the multiply-and-sum per tap; 3d unmeasured).
+_CONV = {2: torch.nn.functional.conv2d}
 
 
 def _depthwise_correlation(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
