@@ -244,11 +244,6 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
                        runs: _Runs) -> torch.Tensor:
     summed, shared, other_free, free = step.sizes
     rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
-    if inner == 1:
-        taps_first = _depthwise_correlation(step, v, w, runs)
-        if taps_first is not None:
-            return taps_first.reshape(runs.taps + shared + other_free + free).permute(
-                step.permutation)
     padded = v.new_zeros(rows, width, runs.length)
     runs.positions(padded, summed + shared + other_free).copy_(w.permute(step.other_permutation))
     taps = len(runs.offsets)
@@ -272,35 +267,6 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
             torch.bmm(padded[rows_here], data[t][rows_here], out=total[t, rows_here])
     total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
     return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
-
-
-#: Grouped convolutions that correlate each row with its own cotangent (measured 4-25x
-#: faster than a multiply and a sum per tap on depthwise 1d and 2d layers).
-_CONV = {1: torch.nn.functional.conv1d, 2: torch.nn.functional.conv2d,
-         3: torch.nn.functional.conv3d}
-
-
-def _depthwise_correlation(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
-                           runs: _Runs) -> Optional[torch.Tensor]:
-    """Taps kept, one data channel per row (a depthwise weight VJP, per sample or summed,
-    with any number of cotangent columns): the correlation of each row of the data with
-    its own cotangents, torch's grouped convolution (the cotangents as kernels, the
-    dilation as stride) in one call: [taps, shared…, width]. None where the rows do not
-    merge or torch has no N-d kernel."""
-    ndim, row_stride = len(runs.taps), runs.row_stride()
-    if ndim not in _CONV or row_stride is None:
-        return None
-    summed, shared, other_free, _ = step.sizes
-    rows, width = prod(summed) * prod(shared), prod(other_free)
-    k_strides = v.stride()[len(runs.lead_shape) + 1::2]
-    stride = tuple(k // o for k, o in zip(k_strides, runs.o_strides))
-    extent = tuple((o - 1) + (k - 1) * d + 1 for o, k, d in zip(runs.outputs, runs.taps, stride))
-    data = v.as_strided((1, rows, *extent), (rows * row_stride, row_stride, *runs.o_strides),
-                        v.storage_offset())
-    kernel = w.permute(step.other_permutation).reshape(rows * width, 1, *runs.outputs)
-    taps = _CONV[ndim](data, kernel, stride=stride, groups=rows)  # [1, rows·width, K…]
-    taps = taps.reshape(prod(summed), prod(shared), width, -1).sum(0)
-    return taps.permute(2, 0, 1)
 
 
 def _shift_tap(step: ShiftTap, v: torch.Tensor, w: torch.Tensor, runs: _Runs) -> torch.Tensor:
