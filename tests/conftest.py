@@ -9,6 +9,8 @@ from hypothesis import settings
 from tests.helpers import DEVICE
 
 settings.register_profile("tnconv", deadline=None, max_examples=25, derandomize=True)
+# A long local run of tests/test_fuzz.py: pytest tests/test_fuzz.py --hypothesis-profile=fuzz-long
+settings.register_profile("fuzz-long", deadline=None, max_examples=500)
 settings.load_profile("tnconv")
 
 

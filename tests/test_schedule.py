@@ -49,7 +49,7 @@ def _program(op: str, spec: Spec, options: dict, batch: int = 2):
 def test_the_examples_cover_every_family_and_prepare_steps():
     schedules = [schedule_of(op, spec, 2, **options) for op, spec, options in EXAMPLES]
     families = {family for s in schedules for family in s.families}
-    assert families == {"einsum", "reduce", "product", "windows", "scatter"}
+    assert families == {"einsum", "reduce", "product", "windows", "scatter", "select"}
     assert any(s.prepare for s in schedules)
 
 
@@ -59,8 +59,8 @@ def test_schedules_of_equal_programs_are_equal_and_hash_alike(op, spec, options)
     are their schedules, built afresh each time: one key in a dict or set."""
     compiled = tnconv.compile(op, spec, strategy="tn", **options)
     result_shape = compiled.program_for(2).result_shape
-    first, second = (lower_program(compiled.network(2), compiled.operation.arguments,
-                                   result_shape) for _ in range(2))
+    first, second = (lower(compiled.network(2), compiled.operation.arguments, result_shape)
+                     for _ in range(2))
     assert first == second and first is not second
     one, other = run_passes(build_steps(first)), run_passes(build_steps(second))
     assert one == other and hash(one) == hash(other) and one is not other

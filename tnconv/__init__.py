@@ -11,6 +11,7 @@ from typing import Any
 
 from tnconv.cache import cache_info, clear_caches, set_cache_size
 from tnconv.errors import TNConvError
+from tnconv.limits import set_size_limit
 from tnconv.export.exported import ExportedEinsum, load_einsum
 from tnconv.spec.index_pattern import IndexPattern
 from tnconv.lower.program import EinsumProgram
@@ -22,7 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Compiled", "ConvSpec", "EinsumProgram", "ExportedEinsum", "IndexPattern", "Network",
     "TNConvError", "Tensor", "cache_info", "clear_caches", "compile", "conv", "load_einsum",
-    "set_cache_size", "unfold",
+    "set_cache_size", "set_size_limit", "unfold",
 ]
 __all__ += [
     "conv_input_jvp", "conv_input_vjp", "conv_transpose", "conv_transpose_input_vjp",

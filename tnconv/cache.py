@@ -109,7 +109,15 @@ def kept(values: dict, key: Hashable, build: Callable[[], T], keep: int = 16) ->
 
 def set_cache_size(maxsize: int) -> None:
     """Bound every tnconv cache to `maxsize` entries (least recently used evicted first),
-    those of modules loaded later included."""
+    those of modules loaded later included.
+
+    Examples:
+        >>> import tnconv
+        >>> tnconv.set_cache_size(32)
+        >>> all(info["maxsize"] == 32 for info in tnconv.cache_info().values())
+        True
+        >>> tnconv.set_cache_size(DEFAULT_CACHE_SIZE)
+    """
     global _bound
     positive_int("set_cache_size", "maxsize", maxsize)
     _bound = maxsize
@@ -118,14 +126,28 @@ def set_cache_size(maxsize: int) -> None:
 
 
 def clear_caches() -> None:
-    """Empty every tnconv cache."""
+    """Empty every tnconv cache (the next call compiles again).
+
+    Examples:
+        >>> import tnconv
+        >>> tnconv.clear_caches()
+        >>> all(info["size"] == 0 for info in tnconv.cache_info().values())
+        True
+    """
     for cache in _REGISTRY.values():
         cache.clear()
 
 
 def cache_info() -> dict[str, dict[str, int]]:
     """Hits, misses, size and bound of every named cache (a cache is listed once the
-    module that holds it is loaded, at the first call that needs it)."""
+    module that holds it is loaded, at the first call that needs it).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> _ = tnconv.conv(torch.rand(1, 2, 8), torch.rand(3, 2, 3))
+        >>> sorted(tnconv.cache_info()["compiled"])
+        ['hits', 'maxsize', 'misses', 'size']
+    """
     return {
         name: {"hits": c.hits, "misses": c.misses, "size": len(c), "maxsize": c.maxsize}
         for name, c in _REGISTRY.items()

@@ -9,7 +9,7 @@ torch.Size([2, 4, 8, 8])
 >>> print(tnconv.compile("forward", spec, rewrite=False).program.equation)  # as built
 abcef,bdcgh,gie,hjf->abdij
 >>> [step.rule for step in fwd.rewrite_result().steps]  # what the rewrites did
-['squeeze_size_one', 'squeeze_size_one', 'selection_lowering']
+['squeeze_size_one', 'squeeze_size_one', 'selection_lowering', 'selection_lowering']
 """
 
 from __future__ import annotations
@@ -114,26 +114,27 @@ class Compiled:
 
     # ---------------------------------------------------------- executing
     def _check(self, tensors: tuple[torch.Tensor, ...]) -> int:
+        """The boundary checks of `tnconv.nn.validate` for these tensors: count, types,
+        shapes, one real floating dtype, one device, and the size guard; the batch size."""
+        from tnconv.nn.validate import floating, guard_sizes
+
         op = self.operation
         name = f"tnconv.compile({op.name!r})"
         if len(tensors) != len(op.arguments):
             raise TNConvError(f"{name}: expected {len(op.arguments)} tensors "
                               f"({', '.join(op.arguments)}), got {len(tensors)}")
-        for role, t in zip(op.arguments, tensors):
-            if not isinstance(t, torch.Tensor):
-                raise argument_error(name, role, type(t).__name__, "a torch.Tensor")
-        batched = tensors[op.batch_argument]
-        batch = batched.shape[0] if batched.dim() else 0
+        batched = op.batch_argument
+        floating(name, (op.arguments[batched], tensors[batched]),
+                 *[(role, t) for i, (role, t) in enumerate(zip(op.arguments, tensors))
+                   if i != batched])
+        batch = tensors[batched].shape[0] if tensors[batched].dim() else 0
         expected = op.argument_shapes(self.spec, batch, **self.options)
         for position, (role, t, shape) in enumerate(zip(op.arguments, tensors, expected)):
             if tuple(t.shape) != tuple(shape):
-                shown = ("N", *shape[1:]) if position == op.batch_argument else tuple(shape)
+                shown = ("N", *shape[1:]) if position == batched else tuple(shape)
                 raise argument_error(name, role, f"tensor of shape {tuple(t.shape)}",
                                      f"shape ({', '.join(map(str, shown))}) for {self.spec}")
-            if t.dtype != batched.dtype:
-                raise argument_error(name, role, f"tensor of dtype {t.dtype}",
-                                     f"{batched.dtype}, the dtype of "
-                                     f"{op.arguments[op.batch_argument]}")
+        guard_sizes(name, self, batch)
         return batch
 
     def __call__(self, *tensors: torch.Tensor) -> torch.Tensor:

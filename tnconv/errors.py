@@ -16,7 +16,19 @@ __all__ = ["TNConvError", "argument_error", "path_argument", "positive_int"]
 
 
 class TNConvError(ValueError):
-    """Raised for every invalid argument, shape or hyper-parameter."""
+    """Raised for every invalid argument, shape or hyper-parameter.
+
+    A `ValueError`; the message names the operation, the argument, the value received
+    and what is allowed.
+
+    Examples:
+        >>> import torch, tnconv
+        >>> try:
+        ...     tnconv.unfold(torch.rand(1, 2, 8), kernel_size=0)
+        ... except tnconv.TNConvError as error:
+        ...     print(error)
+        tnconv.unfold: argument 'kernel_size' got 0; allowed: an int >= 1 or a tuple of 1 such ints (at most 2147483647).
+    """
 
 
 def argument_error(operation: str, argument: str, value: Any, allowed: str) -> TNConvError:

@@ -13,7 +13,7 @@ candidate inside the rewrite search (a 17-d convolution has 19 operands).
 >>> net = forward_network(ConvSpec(2, 3, 3, input_size=(6, 6)), 1)
 >>> program = lower(net, ("input", "weight"), (1, 3, 4, 4))
 >>> build_schedule(program).families
-('einsum', 'einsum', 'product')
+('select', 'select', 'einsum')
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Optional
 from tnconv.ir.network import Network
 from tnconv.lower.copies import copies_first
 from tnconv.lower.cost import Cost, program_cost
-from tnconv.lower.program import EinsumProgram, fold_first, lower_program
+from tnconv.lower.program import EinsumProgram, fold_first, gather_first, lower_program
 from tnconv.lower.schedule.builder import build_steps, operand_registers
 from tnconv.lower.schedule.model import Schedule
 from tnconv.lower.schedule.passes import run_passes
@@ -54,8 +54,11 @@ def price(program: EinsumProgram, itemsize: int = 4, shared: bool = False) -> Co
 
 def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...],
           cheap: bool = False) -> EinsumProgram:
-    """Lower `net` (data roles `arguments` in call order) to its cheapest program."""
+    """Lower `net` (data roles `arguments` in call order) to its cheapest program; a
+    pattern left dense that selects from an argument is contracted with it first (a
+    selection), so that no value outside a window meets a 0 of the pattern."""
     program = lower_program(net, arguments, result_shape, "greedy" if cheap else None)
+    program = gather_first(program) or program
     copied = copies_first(net, program, arguments, "greedy" if cheap else None)
     if copied is not None and price(copied, shared=True).total < price(program).total:
         program = copied

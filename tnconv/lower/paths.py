@@ -24,8 +24,8 @@ import opt_einsum
 
 from tnconv.spec.index_pattern import IndexPattern
 
-__all__ = ["PathStep", "walk_path", "plan_path", "fold_first_path", "find_folds", "is_fold",
-           "optimizer_for"]
+__all__ = ["PathStep", "walk_path", "plan_path", "fold_first_path", "gather_first_path",
+           "find_folds", "is_fold", "optimizer_for"]
 
 Legs = tuple[str, ...]
 
@@ -159,6 +159,33 @@ def fold_first_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]
         live = [x for x in live if x not in (current, pattern)] + [next(fresh)]
         current = live[-1]
     return path
+
+
+def gather_first_path(inputs: list[str], output: str, shapes: list[tuple[int, ...]],
+                      gathers: dict[int, int]) -> list[tuple[int, ...]]:
+    """A path that first contracts each pattern (a key of `gathers`) with the operand it
+    selects from (its value, or what that operand has become), then plans the rest."""
+    live: list = list(range(len(inputs)))
+    terms = {n: term for n, term in enumerate(inputs)}
+    dims = {n: dict(zip(term, shape)) for n, (term, shape) in enumerate(zip(inputs, shapes))}
+    current = {n: n for n in range(len(inputs))}  # an operand -> what it has become
+    path, fresh = [], len(inputs)
+    for pattern, data in gathers.items():
+        data = current[data]
+        path.append(tuple(sorted((live.index(pattern), live.index(data)))))
+        live = [x for x in live if x not in (pattern, data)]
+        needed = set(output) | {s for x in live for s in terms[x]}
+        terms[fresh] = "".join(dict.fromkeys(s for s in terms[data] + terms[pattern]
+                                             if s in needed))
+        dims[fresh] = {**dims[data], **dims[pattern]}
+        current.update({k: fresh for k, v in current.items() if v == data})
+        live.append(fresh)
+        fresh += 1
+    if len(live) == 1:
+        return path if len(path) else [(0,)]
+    rest, _, _ = plan_path([terms[x] for x in live], output,
+                           [tuple(dims[x][s] for s in terms[x]) for x in live])
+    return path + rest
 
 
 def is_fold(pattern_legs: Sequence[str], value: Any, shape: Sequence[int],

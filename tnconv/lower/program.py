@@ -24,10 +24,10 @@ from typing import Any, Hashable, Optional
 
 from tnconv.ir.equation import spell, symbol_map, unbounded_symbol
 from tnconv.ir.network import Network, Tensor
-from tnconv.lower.paths import find_folds, fold_first_path, plan_path
+from tnconv.lower.paths import find_folds, fold_first_path, gather_first_path, plan_path
 from tnconv.spec.index_pattern import IndexPattern
 
-__all__ = ["Operand", "EinsumProgram", "lower_program", "fold_first"]
+__all__ = ["Operand", "EinsumProgram", "lower_program", "fold_first", "gather_first"]
 
 
 @dataclass(frozen=True)
@@ -170,3 +170,45 @@ def fold_first(program: EinsumProgram) -> Optional[EinsumProgram]:
     if all(f < 0 for f in folds):
         return None
     return replace(program, path=tuple(tuple(step) for step in alternative), folds=folds)
+
+
+def _gathers(program: EinsumProgram) -> dict[int, int]:
+    """Pattern position -> the argument it selects from: an index pattern whose input leg
+    (its third) only that argument carries, which carries neither of its other legs, each
+    of which some other operand or the output carries (a pattern with a dangling leg is a
+    sum, e.g. KFAC-reduce's Σ_o Π, not a selection)."""
+    found = {}
+    carriers: dict[str, list[int]] = {}
+    for pos, op in enumerate(program.operands):
+        for leg in op.indices:
+            carriers.setdefault(leg, []).append(pos)
+    output = set(program.output_indices)
+    for pos, op in enumerate(program.operands):
+        if not isinstance(op.value, IndexPattern) or len(op.indices) != 3:
+            continue
+        k, o, i = op.indices
+        others = [c for c in carriers[i] if c != pos]
+        if len(others) != 1 or program.operands[others[0]].is_constant or i in output:
+            continue
+        data = program.operands[others[0]]
+        if k in data.indices or o in data.indices:
+            continue
+        if all(leg in output or len(carriers[leg]) > 1 for leg in (k, o)):
+            found[pos] = others[0]
+    return found
+
+
+def gather_first(program: EinsumProgram) -> Optional[EinsumProgram]:
+    """`program` along the path that contracts every pattern that selects from an argument
+    with that argument first (a selection: no element of the argument is multiplied by a 0
+    of the pattern), where that differs from its path; else None."""
+    gathers = _gathers(program)
+    if not gathers:
+        return None
+    inputs, output = program.equation.split("->")
+    path = gather_first_path(inputs.split(","), output, [op.shape for op in program.operands],
+                             gathers)
+    if tuple(map(tuple, path)) == program.path:
+        return None
+    folds = _folds(program.operands, path, program.output_indices)
+    return replace(program, path=tuple(tuple(step) for step in path), folds=folds)

@@ -1,4 +1,7 @@
-"""Checks shared by the torch front-end: tensors, ranks, batching.
+"""Shape checks shared by the torch front-end: ranks, batching, groups.
+
+The dtype and device policy lives in `tnconv.nn.validate`; `require_tensor`
+and `same_dtype` are its checks under the names the front-end has used.
 
 >>> import torch
 >>> batched(torch.rand(3, 8), 1, "tnconv.unfold", "x")[0].shape
@@ -12,14 +15,10 @@ from typing import Any
 import torch
 
 from tnconv.errors import argument_error, positive_int
+from tnconv.nn.validate import floating, require_tensor
+from tnconv.spec.conv_spec import MAX_SIZE
 
 __all__ = ["require_tensor", "batched", "spatial_ndim", "check_groups", "same_dtype"]
-
-
-def require_tensor(operation: str, name: str, value: Any) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise argument_error(operation, name, type(value).__name__, "a torch.Tensor")
-    return value
 
 
 def spatial_ndim(operation: str, name: str, x: torch.Tensor) -> int:
@@ -44,17 +43,13 @@ def batched(x: torch.Tensor, ndim: int, operation: str, name: str) -> tuple[torc
 def check_groups(operation: str, groups: Any) -> int:
     """`groups` itself, after checking it is a positive int (before any channel check
     that divides by it, so that a bad groups is reported as groups)."""
-    return positive_int(operation, "groups", groups)
+    allowed = f"a positive int (at most {MAX_SIZE})"
+    if isinstance(groups, int) and groups > MAX_SIZE:
+        raise argument_error(operation, "groups", groups, allowed)
+    return positive_int(operation, "groups", groups, allowed)
 
 
 def same_dtype(operation: str, *tensors: tuple[str, torch.Tensor]) -> None:
-    """The named tensors share one real floating-point dtype, as torch's convolutions need
-    (torch would fail with "expected scalar type" or "not implemented" from inside)."""
-    (first_name, first), *others = tensors
-    if not first.dtype.is_floating_point:
-        raise argument_error(operation, first_name, f"tensor of dtype {first.dtype}",
-                             "a real floating-point tensor")
-    for name, tensor in others:
-        if tensor.dtype != first.dtype:
-            raise argument_error(operation, name, f"tensor of dtype {tensor.dtype}",
-                                 f"{first.dtype}, the dtype of {first_name}")
+    """The named tensors share one real floating-point dtype and one device
+    (`tnconv.nn.validate.floating`)."""
+    floating(operation, *tensors)

@@ -25,7 +25,8 @@ from tnconv.nn.call_cache import cached_call, tensor_key
 from tnconv.compiler import Compiled, compile
 from tnconv.errors import argument_error
 from tnconv.spec.conv_spec import ConvSpec, error_context
-from tnconv.nn._arguments import check_groups, require_tensor, same_dtype, spatial_ndim
+from tnconv.nn._arguments import check_groups, require_tensor, spatial_ndim
+from tnconv.nn.validate import floating, guard_sizes, shape_fields
 from tnconv.nn.autograd import convolve
 
 __all__ = ["conv_input_vjp", "conv_weight_vjp", "conv_input_jvp", "conv_weight_jvp"]
@@ -53,25 +54,39 @@ def expect_shape(op: str, name: str, tensor: Any, shape: Sequence[int]) -> torch
     return tensor
 
 
-def conv_spec(op: str, input_shape: Sequence[int], weight_shape: Sequence[int], stride: Any,
-              padding: Any, dilation: Any, groups: Any, padding_mode: str,
-              weight_name: str = "weight") -> ConvSpec:
-    """The spec of a convolution of an input of `input_shape` with a weight of `weight_shape`
-    (the caller's argument `weight_name`: a tensor or a size)."""
+def shape_of(value: Any) -> tuple[int, ...]:
+    """The shape of a tensor argument or a shape argument."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value)
+
+
+def conv_spec(op: str, input: tuple[str, Any], weight: tuple[str, Any], stride: Any,
+              padding: Any, dilation: Any, groups: Any, padding_mode: str) -> ConvSpec:
+    """The spec of a convolution of an input with a weight, each given as (the caller's
+    argument name, a tensor or a shape); errors name the argument a size came from."""
+    (input_name, input_value), (weight_name, weight_value) = input, weight
+    input_shape, weight_shape = shape_of(input_value), shape_of(weight_value)
     check_groups(op, groups)
     if weight_shape[0] % groups or input_shape[1] % groups:
-        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
+        raise argument_error(op, weight_name, f"shape {weight_shape}",
                              f"[C_out, C_in/groups, *kernel] with C_out a multiple of "
                              f"groups={groups}, for an input with {input_shape[1]} channels")
-    with error_context(op):
-        spec = ConvSpec(input_shape[1], weight_shape[0], tuple(weight_shape[2:]),
-                        tuple(input_shape[2:]), stride=stride, padding=padding,
-                        dilation=dilation, groups=groups, padding_mode=padding_mode)
-    if spec.weight_shape != tuple(weight_shape):
-        raise argument_error(op, weight_name, f"shape {tuple(weight_shape)}",
+    fields = {**shape_fields(input_name, input_value, "in_channels", "input_size"),
+              **shape_fields(weight_name, weight_value, "out_channels", "kernel_size")}
+    with error_context(op, fields):
+        spec = ConvSpec(input_shape[1], weight_shape[0], weight_shape[2:], input_shape[2:],
+                        stride=stride, padding=padding, dilation=dilation, groups=groups,
+                        padding_mode=padding_mode)
+    if spec.weight_shape != weight_shape:
+        raise argument_error(op, weight_name, f"shape {weight_shape}",
                              f"shape {spec.weight_shape} ([C_out, C_in/groups, *kernel]) for an "
                              f"input with {input_shape[1]} channels and groups={groups}")
     return spec
+
+
+def checked(op: str, compiled: Compiled, batch: int) -> Compiled:
+    """`compiled` after the size guard for a batch of `batch` samples."""
+    guard_sizes(op, compiled, batch)
+    return compiled
 
 
 def size_key(value: Any) -> Any:
@@ -87,7 +102,17 @@ def output_of(spec: ConvSpec, batch: int) -> tuple[int, ...]:
 def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output: torch.Tensor,
                    stride=1, padding=0, dilation=1, groups: int = 1,
                    padding_mode: str = "zeros", *, strategy: str = "auto") -> torch.Tensor:
-    """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`)."""
+    """Gradient of a convolution with respect to its input (`torch.nn.grad.conv2d_input`).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> w, g = torch.rand(4, 3, 3, 3), torch.rand(2, 4, 4, 4)
+        >>> gx = tnconv.conv_input_vjp((2, 3, 8, 8), w, g, stride=2, padding=1)
+        >>> torch.allclose(gx, torch.nn.grad.conv2d_input((2, 3, 8, 8), w, g, stride=2,
+        ...                                                padding=1), atol=1e-5)
+        True
+    """
+    floating("tnconv.conv_input_vjp", ("weight", weight), ("grad_output", grad_output))
     key = ("input_vjp", size_key(input_size), tensor_key(weight), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, strategy)
     return convolve(weight, grad_output, cached_call(key, lambda: _input_vjp_setup(
@@ -98,12 +123,12 @@ def conv_input_vjp(input_size: Sequence[int], weight: torch.Tensor, grad_output:
 def _input_vjp_setup(input_size, weight, grad_output, stride, padding, dilation, groups,
                      padding_mode, strategy) -> Compiled:
     op = "tnconv.conv_input_vjp"
-    ndim = spatial_ndim(op, "weight", require_tensor(op, "weight", weight))
+    ndim = spatial_ndim(op, "weight", weight)
     size = full_shape(op, "input_size", input_size, ndim)
-    spec = conv_spec(op, size, weight.shape, stride, padding, dilation, groups, padding_mode)
+    spec = conv_spec(op, ("input_size", size), ("weight", weight), stride, padding, dilation,
+                     groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, size[0]))
-    same_dtype(op, ("weight", weight), ("grad_output", grad_output))
-    return compile("input_vjp", spec, strategy=strategy)
+    return checked(op, compile("input_vjp", spec, strategy=strategy), size[0])
 
 
 def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output: torch.Tensor,
@@ -113,7 +138,19 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
     """Gradient with respect to the weight (`torch.nn.grad.conv2d_weight`).
 
     `per_sample=True` returns one gradient per example, [N, *weight_size].
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, g = torch.rand(2, 3, 8, 8), torch.rand(2, 4, 4, 4)
+        >>> gw = tnconv.conv_weight_vjp(x, (4, 3, 3, 3), g, stride=2, padding=1)
+        >>> torch.allclose(gw, torch.nn.grad.conv2d_weight(x, (4, 3, 3, 3), g, stride=2,
+        ...                                                 padding=1), atol=1e-5)
+        True
+        >>> tnconv.conv_weight_vjp(x, (4, 3, 3, 3), g, stride=2, padding=1,
+        ...                        per_sample=True).shape
+        torch.Size([2, 4, 3, 3, 3])
     """
+    floating("tnconv.conv_weight_vjp", ("input", input), ("grad_output", grad_output))
     key = ("weight_vjp", tensor_key(input), size_key(weight_size), tensor_key(grad_output), stride,
            padding, dilation, groups, padding_mode, per_sample, strategy)
     return convolve(input, grad_output, cached_call(key, lambda: _weight_vjp_setup(
@@ -124,21 +161,29 @@ def conv_weight_vjp(input: torch.Tensor, weight_size: Sequence[int], grad_output
 def _weight_vjp_setup(input, weight_size, grad_output, stride, padding, dilation, groups,
                       padding_mode, per_sample, strategy) -> Compiled:
     op = "tnconv.conv_weight_vjp"
-    ndim = spatial_ndim(op, "input", require_tensor(op, "input", input))
+    ndim = spatial_ndim(op, "input", input)
     size = full_shape(op, "weight_size", weight_size, ndim, batch=False)
-    spec = conv_spec(op, input.shape, size, stride, padding, dilation, groups, padding_mode,
-                     weight_name="weight_size")
+    spec = conv_spec(op, ("input", input), ("weight_size", size), stride, padding, dilation,
+                     groups, padding_mode)
     expect_shape(op, "grad_output", grad_output, output_of(spec, input.shape[0]))
-    same_dtype(op, ("input", input), ("grad_output", grad_output))
     if not isinstance(per_sample, bool):
         raise argument_error(op, "per_sample", per_sample, "True or False")
-    return compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample)
+    return checked(op, compile("weight_vjp", spec, strategy=strategy, per_sample=per_sample),
+                   input.shape[0])
 
 
 def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, padding=0,
                    dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                    strategy: str = "auto") -> torch.Tensor:
-    """Change of the convolution's output along `input_tangent` (the weight held fixed)."""
+    """Change of the convolution's output along `input_tangent` (the weight held fixed).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> dx, w = torch.rand(2, 3, 9), torch.rand(4, 3, 3)
+        >>> torch.allclose(tnconv.conv_input_jvp(dx, w, padding=1),
+        ...                torch.nn.functional.conv1d(dx, w, padding=1), atol=1e-6)
+        True
+    """
     return _jvp("input_jvp", ("input_tangent", input_tangent), ("weight", weight),
                 (stride, padding, dilation, groups, padding_mode), strategy)
 
@@ -146,7 +191,15 @@ def conv_input_jvp(input_tangent: torch.Tensor, weight: torch.Tensor, stride=1, 
 def conv_weight_jvp(input: torch.Tensor, weight_tangent: torch.Tensor, stride=1, padding=0,
                     dilation=1, groups: int = 1, padding_mode: str = "zeros", *,
                     strategy: str = "auto") -> torch.Tensor:
-    """Change of the convolution's output along `weight_tangent` (the input held fixed)."""
+    """Change of the convolution's output along `weight_tangent` (the input held fixed).
+
+    Examples:
+        >>> import torch, tnconv
+        >>> x, dw = torch.rand(2, 3, 9), torch.rand(4, 3, 3)
+        >>> torch.allclose(tnconv.conv_weight_jvp(x, dw, stride=2),
+        ...                torch.nn.functional.conv1d(x, dw, stride=2), atol=1e-6)
+        True
+    """
     return _jvp("weight_jvp", ("input", input), ("weight_tangent", weight_tangent),
                 (stride, padding, dilation, groups, padding_mode), strategy)
 
@@ -156,6 +209,7 @@ def _jvp(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper: tupl
     """Both JVPs: `name` ("input_jvp" or "weight_jvp") of an input-shaped and a
     weight-shaped tensor, each given with its argument name; set up once per call site."""
     (_, x), (_, w) = input, weight
+    floating(f"tnconv.conv_{name}", input, weight)
     key = (name, tensor_key(x), tensor_key(w), *hyper, strategy)
     return convolve(x, w, cached_call(key, lambda: _jvp_setup(name, input, weight, hyper,
                                                                strategy)))
@@ -165,8 +219,7 @@ def _jvp_setup(name: str, input: tuple[str, Any], weight: tuple[str, Any], hyper
                strategy: str) -> Compiled:
     op = f"tnconv.conv_{name}"
     (input_name, x), (weight_name, w) = input, weight
-    ndim = spatial_ndim(op, weight_name, require_tensor(op, weight_name, w))
-    size = full_shape(op, input_name, tuple(require_tensor(op, input_name, x).shape), ndim)
-    spec = conv_spec(op, size, w.shape, *hyper, weight_name=weight_name)
-    same_dtype(op, (input_name, x), (weight_name, w))
-    return compile(name, spec, strategy=strategy)
+    ndim = spatial_ndim(op, weight_name, w)
+    full_shape(op, input_name, tuple(x.shape), ndim)
+    spec = conv_spec(op, input, weight, *hyper)
+    return checked(op, compile(name, spec, strategy=strategy), x.shape[0])

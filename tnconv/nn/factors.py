@@ -27,6 +27,7 @@ from tnconv.compiler import STRATEGIES, compile
 from tnconv.errors import argument_error, positive_int
 from tnconv.ops.kfac import REDUCTIONS, STRUCTURES
 from tnconv.spec.conv_spec import ConvSpec
+from tnconv.nn.validate import float_dtype, guard_sizes
 
 __all__ = ["factor_runner", "factor", "patch_matrix", "empty_batch_runner"]
 
@@ -40,8 +41,7 @@ Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _compute_dtype(op: str, x_dtype: torch.dtype, dtype: Optional[torch.dtype]) -> torch.dtype:
-    if not x_dtype.is_floating_point:
-        raise argument_error(op, "x", f"tensor of dtype {x_dtype}", "a floating-point tensor")
+    float_dtype(op, "x", x_dtype)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise argument_error(op, "dtype", dtype, "None or a floating-point torch.dtype")
     wanted = dtype or x_dtype
@@ -157,6 +157,8 @@ def factor_runner(name: str, spec: ConvSpec, x_dtype: torch.dtype, *, op: str,
     compute = _compute_dtype(op, x_dtype, dtype)
     wanted = dtype or compute
     options = {"reduction": reduction, "structure": structure, "group_average": group_average}
+    guard_sizes(op, compile(name, spec, strategy=strategy, **options), 1)  # [G, D, D] and,
+    # for KFC, one sample's unfolded input (the smallest chunk)
     core: Runner
     if name == "kfc":
         core = _chunked(spec, options, strategy, max_intermediate)
@@ -198,4 +200,6 @@ def patch_matrix(name: str, spec: ConvSpec, x: torch.Tensor, *, op: str,
     """Shared core of `patches` / `averaged_patches` ("patches" or "averaged_patches")."""
     _check_strategy(op, strategy)
     compute = _compute_dtype(op, x.dtype, dtype)
-    return compile(name, spec, strategy=strategy)(x.to(compute)).to(dtype or compute)
+    compiled = compile(name, spec, strategy=strategy)
+    guard_sizes(op, compiled, x.shape[0])
+    return compiled(x.to(compute)).to(dtype or compute)

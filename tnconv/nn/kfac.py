@@ -6,6 +6,15 @@ Conventions (DESIGN.md): factors are [G, D, D] with D = C_in/G·∏K (+1 with a
 bias column); `reduction="mean"` is S/(N·∏O) for KFC and (1/N) Σ ū ūᵀ for
 KFAC-reduce; the bias column of KFAC-reduce is appended after averaging.
 
+Non-finite inputs: the convolutions, their derivatives, unfold, fold and the patches
+select the values each window reads (views, selections, scatter-adds), so an Inf or NaN
+reaches exactly the entries whose windows read it, as in torch's kernels. The factors do
+not: KFAC-reduce and the averaged patches sum the input against matrices of counts (the
+patches are never formed), and KFC may meet the input with a pre-contracted pair of
+patterns, so a non-finite pixel spreads through those matrix products (0·Inf is NaN) to
+entries whose windows never read it. A factor of an input with a non-finite value is not
+finite either way; only which of its entries are NaN rather than Inf differs from im2col.
+
 >>> import torch, tnconv
 >>> conv = torch.nn.Conv2d(4, 8, 3, padding=1, groups=2)
 >>> x = torch.rand(3, 4, 6, 6)
@@ -26,8 +35,9 @@ import torch
 
 from tnconv.cache import LRUCache
 from tnconv.errors import argument_error
-from tnconv.nn.call_cache import cached_call
+from tnconv.nn.call_cache import cached_call, value_types
 from tnconv.nn.factors import empty_batch_runner, factor_runner, patch_matrix
+from tnconv.nn.validate import floating
 from tnconv.spec.conv_spec import ConvSpec, error_context
 from tnconv.spec.modules import spec_from_module
 
@@ -68,12 +78,15 @@ def _module_key(conv: Any) -> Optional[tuple]:
     Read on every factor call, straight from the instance dict (no
     `nn.Module.__getattr__`, one C call for the fields): right after a large
     op has evicted the caches, every attribute read costs about a microsecond.
-    A class that is no conv module is rejected when the set-up is built.
+    A class that is no conv module is rejected when the set-up is built. The fields'
+    types are part of the key: a module whose groups was set to True is checked again,
+    not answered by the set-up of groups=1.
     """
     try:
         attrs = conv.__dict__
         parameters = attrs["_parameters"]
-        return (conv.__class__, _MODULE_FIELDS(attrs), parameters.get("bias") is None,
+        fields = _MODULE_FIELDS(attrs)
+        return (conv.__class__, fields, value_types(fields), parameters.get("bias") is None,
                 parameters["weight"].shape)
     except (AttributeError, KeyError, TypeError, RuntimeError):  # RuntimeError: a lazy
         return None  # module's uninitialised weight has no shape yet
@@ -92,8 +105,10 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
     `values` are the options in `_OPTIONS[name]`'s order; `typed` the classes of
     those that could compare equal across types (True == 1): a cached set-up
     never answers an argument it would reject. The set-up is specialised to x's
-    batch size, dtype and device where the route allows (`for_input`).
+    batch size, dtype and device where the route allows (`for_input`). `x`'s dtype is
+    checked on every call, before the look-up.
     """
+    floating(op, ("x", x))
     module = _module_key(conv)
     key = None
     if module is not None:
@@ -161,6 +176,7 @@ def patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype] = None,
             strategy: str = "auto") -> torch.Tensor:
     """Patch matrix of `conv` at input `x`: [N, G, ∏O, D]."""
     op = "tnconv.patches"
+    floating(op, ("x", x))
     with error_context(op):
         spec, x = _module_spec(op, conv, x)
         return patch_matrix("patches", spec, x, op=op, dtype=dtype, strategy=strategy)
@@ -170,6 +186,7 @@ def averaged_patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype]
                      strategy: str = "auto") -> torch.Tensor:
     """Patches averaged over output positions: [N, G, D]."""
     op = "tnconv.averaged_patches"
+    floating(op, ("x", x))
     with error_context(op):
         spec, x = _module_spec(op, conv, x)
         return patch_matrix("averaged_patches", spec, x, op=op, dtype=dtype, strategy=strategy)

@@ -167,6 +167,18 @@ def convert(model: torch.nn.Module, reverse: bool = False, *,
     torch classes are swapped (a subclass may compute something else, a Lazy
     module is swapped after its first forward, when it has become a Conv).
     `strategy` ("auto" or "tn") is the twins' strategy.
+
+    Examples:
+        >>> import torch, tnconv
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU())
+        >>> weight = model[0].weight
+        >>> model = tnconv.nn.convert(model, strategy="tn")
+        >>> type(model[0]).__name__, model[0].weight is weight, model[0].strategy
+        ('Conv2d', True, 'tn')
+        >>> isinstance(model[0], tnconv.nn.Conv2d)
+        True
+        >>> type(tnconv.nn.convert(model, reverse=True)[0]) is torch.nn.Conv2d
+        True
     """
     op = "tnconv.nn.convert"
     if not isinstance(model, torch.nn.Module):

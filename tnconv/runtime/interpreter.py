@@ -31,6 +31,7 @@ from tnconv.runtime.einsum import bind as bind_einsum
 from tnconv.runtime.product import bind as bind_product
 from tnconv.runtime.reduce import bind as bind_reduce
 from tnconv.runtime.scatter import bind as bind_scatter
+from tnconv.runtime.select import bind as bind_select
 from tnconv.runtime.windows import bind as bind_windows
 
 __all__ = ["Bound", "bound", "BINDERS", "shares_memory"]
@@ -38,7 +39,7 @@ __all__ = ["Bound", "bound", "BINDERS", "shares_memory"]
 #: Per step family: (step, registers holding the constants, device) -> the step's call.
 BINDERS: dict[str, Callable[..., Callable]] = {
     "einsum": bind_einsum, "reduce": bind_reduce, "product": bind_product,
-    "windows": bind_windows, "scatter": bind_scatter}
+    "windows": bind_windows, "scatter": bind_scatter, "select": bind_select}
 _BOUND = LRUCache(name="plans")
 
 

@@ -13,23 +13,52 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from tnconv.errors import TNConvError, argument_error
 from tnconv.spec.index_pattern import PADDING_MODES, IndexPattern
 
-__all__ = ["ConvSpec", "error_context", "MAX_SIZE"]
+__all__ = ["ConvSpec", "SpecError", "error_context", "MAX_SIZE"]
 
 IntOrTuple = Union[int, Sequence[int]]
 PaddingArg = Union[int, str, Sequence[int], Sequence[Sequence[int]]]
 _SPEC = "ConvSpec"
 
 
+class SpecError(TNConvError):
+    """A `ConvSpec` field's error, kept as data (field, value, allowed) so that a public
+    function can restate it in its caller's terms (`error_context`)."""
+
+    def __init__(self, field: str, value: Any, allowed: str) -> None:
+        super().__init__(str(argument_error(_SPEC, field, value, allowed)))
+        self.field, self.value, self.allowed = field, value, allowed
+
+
+#: For `error_context`: ConvSpec field -> (the caller's argument, what the caller passed).
+FieldNames = Mapping[str, tuple[str, Any]]
+
+
 @contextlib.contextmanager
-def error_context(operation: str) -> Iterator[None]:
-    """Prefix any `TNConvError` raised inside with the public operation's name."""
+def error_context(operation: str, fields: Optional[FieldNames] = None) -> Iterator[None]:
+    """Prefix any `TNConvError` raised inside with the public operation's name.
+
+    A `ConvSpec` error is restated in the caller's terms: the field as the
+    argument `fields` says it came from (a weight's shape gives kernel_size and
+    out_channels), else under its own name (a stride is the caller's stride).
+
+    >>> with error_context("tnconv.conv", {"kernel_size": ("weight", "tensor (1, 1, 5)")}):
+    ...     ConvSpec(1, 1, kernel_size=5, input_size=(4,))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    tnconv.errors.TNConvError: tnconv.conv: argument 'weight' got 'tensor (1, 1, 5)'; ...
+    """
     try:
         yield
+    except SpecError as err:
+        argument, shown = (fields or {}).get(err.field, (err.field, err.value))
+        allowed = err.allowed if argument == err.field else \
+            f"{err.allowed} (for its {err.field}, {err.value!r})"
+        raise argument_error(operation, argument, shown, allowed) from None
     except TNConvError as err:
         message = str(err)
         if message.startswith(f"{operation}:"):
@@ -50,7 +79,7 @@ def _positive_int(name: str, value: Any, minimum: int = 1) -> int:
     if not _is_int(value) or value < minimum:
         allowed = ("a positive int" if minimum == 1 else f"an int >= {minimum}") \
             + f" (at most {MAX_SIZE})"
-        raise argument_error(_SPEC, name, value, allowed)
+        raise SpecError(name, value, allowed)
     return value
 
 
@@ -62,9 +91,9 @@ def _tuple(name: str, value: Any, ndim: int, minimum: int) -> tuple[int, ...]:
     ) + f" (at most {MAX_SIZE})"
     values = (value,) * ndim if _is_int(value) else value
     if not isinstance(values, (tuple, list)) or len(values) != ndim:
-        raise argument_error(_SPEC, name, value, allowed)
+        raise SpecError(name, value, allowed)
     if not all(_is_int(v) and v >= minimum for v in values):
-        raise argument_error(_SPEC, name, value, allowed)
+        raise SpecError(name, value, allowed)
     return tuple(int(v) for v in values)
 
 
@@ -76,8 +105,8 @@ def _infer_ndim(*values: Any) -> int:
     lengths = {len(v) for v in values if isinstance(v, (tuple, list))}
     lengths.discard(0)
     if len(lengths) != 1:
-        raise argument_error(
-            _SPEC, "input_size", values[0],
+        raise SpecError(
+            "input_size", values[0],
             "a tuple with one entry per spatial dimension (the number of spatial "
             "dimensions must agree across kernel_size, input_size, stride, dilation)",
         )
@@ -95,22 +124,22 @@ def _padding_pairs(padding: PaddingArg, ndim: int, kernel, stride, dilation) -> 
             return ((0, 0),) * ndim
         if padding == "same":
             if any(s != 1 for s in stride):
-                raise argument_error(_SPEC, "padding", padding,
-                                     "'same' only with stride 1 (as torch)")
+                raise SpecError("padding", padding,
+                                "'same' only with stride 1 (as torch)")
             totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
             return tuple((t // 2, t - t // 2) for t in totals)
-        raise argument_error(_SPEC, "padding", padding, allowed)
+        raise SpecError("padding", padding, allowed)
     given = padding  # errors show the argument as the caller wrote it
     if _is_int(padding):
         padding = (padding,) * ndim
     if not isinstance(padding, (tuple, list)) or len(padding) != ndim:
-        raise argument_error(_SPEC, "padding", given, allowed + f" with {ndim} entries")
+        raise SpecError("padding", given, allowed + f" with {ndim} entries")
     pairs = []
     for entry in padding:
         pair = (entry, entry) if _is_int(entry) else entry
         if (not isinstance(pair, (tuple, list)) or len(pair) != 2
                 or not all(_is_int(p) and p >= 0 for p in pair)):
-            raise argument_error(_SPEC, "padding", given, allowed)
+            raise SpecError("padding", given, allowed)
         pairs.append((int(pair[0]), int(pair[1])))
     return tuple(pairs)
 
@@ -123,6 +152,15 @@ class ConvSpec:
     'same' puts the extra pixel on the right, as torch does. For a transposed
     convolution (`transposed=True`), `input_size` is the spatial size of the
     transposed convolution's input and the weight is [C_in, C_out/G, K...].
+
+    Examples:
+        >>> spec = ConvSpec(in_channels=4, out_channels=8, kernel_size=3, input_size=(9, 9),
+        ...                 stride=2, padding="valid", groups=2)
+        >>> spec.output_size, spec.weight_shape
+        ((4, 4), (8, 2, 3, 3))
+        >>> ConvSpec(8, 4, kernel_size=4, input_size=(5,), stride=2, padding=1,
+        ...          transposed=True).output_size
+        (10,)
     """
 
     in_channels: int
@@ -151,14 +189,14 @@ class ConvSpec:
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
+        if not isinstance(self.transposed, bool):  # before anything reads it as a flag
+            raise SpecError("transposed", self.transposed, "True or False")
         if self.transposed and isinstance(self.padding, str):
-            raise argument_error(_SPEC, "padding", self.padding,
-                                 "ints or pairs for a transposed convolution (as torch)")
+            raise SpecError("padding", self.padding,
+                            "ints or pairs for a transposed convolution (as torch)")
         given = self.padding if isinstance(self.padding, str) else None
         object.__setattr__(self, "padding", _padding_pairs(
             self.padding, ndim, self.kernel_size, self.stride, self.dilation))
-        if not isinstance(self.transposed, bool):
-            raise argument_error(_SPEC, "transposed", self.transposed, "True or False")
         self._check(given)
 
     # ----------------------------------------------------------------- checks
@@ -166,17 +204,17 @@ class ConvSpec:
         """`given_padding`: the padding as the caller wrote it ('same'), for messages."""
         for name in ("in_channels", "out_channels"):
             if getattr(self, name) % self.groups:
-                raise argument_error(_SPEC, name, getattr(self, name),
-                                     f"a multiple of groups={self.groups}")
+                raise SpecError(name, getattr(self, name),
+                                f"a multiple of groups={self.groups}")
         if self.padding_mode not in PADDING_MODES:
-            raise argument_error(_SPEC, "padding_mode", self.padding_mode,
-                                 ", ".join(repr(m) for m in PADDING_MODES))
+            raise SpecError("padding_mode", self.padding_mode,
+                            ", ".join(repr(m) for m in PADDING_MODES))
         if self.transposed:
             self._check_transposed()
         else:
             if any(self.output_padding):
-                raise argument_error(_SPEC, "output_padding", self.output_padding,
-                                     "0 unless transposed=True")
+                raise SpecError("output_padding", self.output_padding,
+                                "0 unless transposed=True")
             self._check_forward(given_padding)
 
     def _check_forward(self, given_padding: Optional[str]) -> None:
@@ -184,33 +222,33 @@ class ConvSpec:
                 self.kernel_size, self.input_size, self.stride, self.dilation, self.padding)):
             reach = dil * (k - 1) + 1
             if reach > i + left + right:
-                raise argument_error(
-                    _SPEC, "kernel_size", self.kernel_size,
+                raise SpecError(
+                    "kernel_size", self.kernel_size,
                     f"a dilated kernel extent ({reach} in dim {d}) no larger than the "
                     f"padded input ({i} + {left} + {right})")
             limit = {"reflect": i - 1, "circular": i}.get(self.padding_mode)
             if limit is not None and max(left, right) > limit:
                 derived = ("" if given_padding is None
                            else f" ({given_padding!r} pads {self.padding} here)")
-                raise argument_error(
-                    _SPEC, "padding", given_padding or self.padding,
+                raise SpecError(
+                    "padding", given_padding or self.padding,
                     f"at most {limit} in dim {d} for padding_mode={self.padding_mode!r} "
                     f"with input size {i}{derived}")
 
     def _check_transposed(self) -> None:
         if self.padding_mode != "zeros":
-            raise argument_error(_SPEC, "padding_mode", self.padding_mode,
-                                 "'zeros' for a transposed convolution (as torch)")
+            raise SpecError("padding_mode", self.padding_mode,
+                            "'zeros' for a transposed convolution (as torch)")
         for d, (op, s, dil) in enumerate(zip(self.output_padding, self.stride, self.dilation)):
             if op >= max(s, dil):
-                raise argument_error(
-                    _SPEC, "output_padding", self.output_padding,
+                raise SpecError(
+                    "output_padding", self.output_padding,
                     f"values smaller than stride or dilation (dim {d}: stride {s}, "
                     f"dilation {dil})")
         if any(o < 1 for o in self.output_size):
-            raise argument_error(_SPEC, "padding", self.padding,
-                                 f"padding that leaves a positive output size, "
-                                 f"got output size {self.output_size}")
+            raise SpecError("padding", self.padding,
+                            f"padding that leaves a positive output size, "
+                            f"got output size {self.output_size}")
 
     # ------------------------------------------------------------- derived
     @property

@@ -7,7 +7,11 @@ map an out-of-range position to the pixel that torch's padding would copy there
 Every pattern is one-hot in i: each (k, o) reads at most one input pixel.
 
 A pattern is a frozen, hashable description; a dense tensor is built only when
-a program runs, on the requested device and dtype, and cached.
+a program runs, on the requested device and dtype, and cached. Both caches (tap
+tables and dense tensors) are named caches of `tnconv.cache`, so `clear_caches`
+and `set_cache_size` reach them, and both check the size guard
+(`tnconv.limits`) before they allocate. On the meta device a dense pattern is
+an empty meta tensor of the right shape (shape inference only).
 
 >>> p = IndexPattern(kernel_size=3, stride=1, dilation=1, padding=(1, 1),
 ...                  input_size=4, output_size=4, mode="zeros")
@@ -20,18 +24,19 @@ a program runs, on the requested device and dtype, and cached.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from tnconv.cache import LRUCache
 from tnconv.errors import argument_error, positive_int
+from tnconv.limits import check_size
 
 __all__ = ["IndexPattern", "PADDING_MODES", "materialize"]
 
 PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
 _DENSE_CACHE = LRUCache(name="patterns")
+_SOURCE_CACHE = LRUCache(name="pattern_sources")
 
 
 @dataclass(frozen=True)
@@ -62,11 +67,19 @@ class IndexPattern:
         return (self.kernel_size, self.output_size, self.input_size)
 
     def source_indices(self) -> np.ndarray:
-        """Int array [K, O]: the input pixel read by tap k at output o, or -1 (padding zero)."""
-        return _source_indices(self)
+        """Int array [K, O]: the input pixel read by tap k at output o, or -1 (padding zero).
+
+        Built once per pattern (a named cache); a `TNConvError` if [K, O] exceeds the
+        size guard (`tnconv.set_size_limit`).
+        """
+        table = _SOURCE_CACHE.lookup(self)
+        if table is None:
+            table = _SOURCE_CACHE.get_or_create(self, lambda: _source_indices(self))
+        return table  # type: ignore[return-value]
 
     def to_numpy(self, dtype: Any = np.float64) -> np.ndarray:
         """Dense [K, O, I] array of zeros and ones."""
+        check_size("IndexPattern", f"the dense pattern {self.describe()}", self.shape)
         src = self.source_indices()
         dense = np.zeros(self.shape, dtype=dtype)
         k, o = np.nonzero(src >= 0)
@@ -80,8 +93,9 @@ class IndexPattern:
                 f"P=({left},{right}) I={self.input_size} O={self.output_size} {self.mode}")
 
 
-@lru_cache(maxsize=1024)
 def _source_indices(pattern: IndexPattern) -> np.ndarray:
+    check_size("IndexPattern", f"the tap table of pattern {pattern.describe()}",
+               (pattern.kernel_size, pattern.output_size))
     k = np.arange(pattern.kernel_size)[:, None]
     o = np.arange(pattern.output_size)[None, :]
     pos = o * pattern.stride + k * pattern.dilation - pattern.padding[0]
@@ -99,10 +113,17 @@ def _source_indices(pattern: IndexPattern) -> np.ndarray:
 
 
 def materialize(pattern: IndexPattern, device: Any, dtype: Any) -> Any:
-    """Dense torch tensor of `pattern` on `device` / `dtype`, cached per (pattern, device, dtype)."""
+    """Dense torch tensor of `pattern` on `device` / `dtype`, cached per (pattern, device, dtype).
+
+    A `TNConvError` if [K, O, I] exceeds the size guard; on the meta device, an
+    (uninitialised) meta tensor of the pattern's shape.
+    """
     import torch
 
     def build() -> torch.Tensor:
+        check_size("IndexPattern", f"the dense pattern {pattern.describe()}", pattern.shape)
+        if torch.device(device).type == "meta":
+            return torch.empty(pattern.shape, device=device, dtype=dtype)
         src = torch.tensor(pattern.source_indices(), device=device)
         dense = torch.zeros(pattern.shape, device=device, dtype=dtype)
         k, o = torch.nonzero(src >= 0, as_tuple=True)

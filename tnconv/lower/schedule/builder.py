@@ -14,7 +14,7 @@ The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
 >>> program = lower_program(forward_network(ConvSpec(2, 3, 3, input_size=(6,)), 1),
 ...                         ("input", "weight"), (1, 3, 4))
 >>> [type(step).__name__ for step in build_steps(program).steps]
-['Einsum', 'Einsum']
+['PatternGather', 'Einsum']
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import gram_rule, matmul_rule, matrix_rule
 from tnconv.lower.schedule.reduce import hadamard_rule, reduce_rule
 from tnconv.lower.schedule.scatter import fold_rule
+from tnconv.lower.schedule.select import pattern_gather_rule
 from tnconv.lower.schedule.site import Operand, Site
 from tnconv.lower.schedule.windows import window_rule
 
@@ -40,6 +41,7 @@ __all__ = ["RULES", "build_steps", "operand_registers", "repeated_steps"]
 RULES: tuple[Callable[[Site], Any], ...] = (
     reduce_rule,   # one operand: a sum / permutation
     fold_rule,     # a scattering pattern: a scatter-add, the pattern never built
+    pattern_gather_rule,  # a pattern over one leg: a selection, no multiplication
     gram_rule,     # two copies of one tensor: a symmetric product
     window_rule,   # window views read in place (shift-GEMMs, tap loops)
     matrix_rule,   # constant matrices on legs of data: a chain of products
