@@ -35,8 +35,8 @@ __all__ += ["Sample"]
 # Names whose modules import torch are loaded on first use, so that `import tnconv`
 # (e.g. to call `load_einsum`) works where torch is not installed.
 _LAZY = {"Compiled": "compiler", "compile": "compiler", "Sample": "sampling",
-         "conv": "nn.functional",
-         "unfold": "nn.functional", "nn": "nn", "distributed": "distributed"}
+         "conv": "nn.functional", "unfold": "nn.functional", "nn": "nn",
+         "distributed": "distributed", "curvature": "curvature"}
 _LAZY.update({name: "nn.derivatives" for name in (
     "conv_input_jvp", "conv_input_vjp", "conv_weight_jvp", "conv_weight_vjp")})
 _LAZY.update({name: "nn.transposed" for name in (
@@ -49,7 +49,7 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'tnconv' has no attribute {name!r}")
     module = import_module(f".{_LAZY[name]}", __name__)
-    value = module if name in ("nn", "distributed") else getattr(module, name)
+    value = module if name in ("nn", "distributed", "curvature") else getattr(module, name)
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -212,6 +212,8 @@ class Compiled:
             net.describe(),
             self.program.describe(),
             f"cost     {price(self.program).describe()}",
+            *([f"plan     {self.operation.explain_plan(self.program)}"]
+              if self.operation.explain_plan is not None else []),
             "schedule (what runs, per call unless marked 'once'):",
             self.schedule().describe(),
         ]

@@ -2,10 +2,11 @@
 its schedule runs it (pure: no torch).
 
 The path is walked as the schedule executes it: contractions of constants run once
-per bound schedule and cost nothing per call; a fold costs one pass over its data
-operand; a window view that its step reads in place (`reads_in_place`) moves the
-data it views, not the windows; every other step costs the product of the sizes of
-the indices it touches. Memory is the largest intermediate, dense constant or
+per bound schedule and cost nothing per call (with `shared=True`, neither does a step
+the schedule reuses, a common sub-expression: `repeated_steps`); a fold costs one pass
+over its data operand; a window view that its step reads in place (`reads_in_place`)
+moves the data it views, not the windows; every other step costs the product of the
+sizes of the indices it touches. Memory is the largest intermediate, dense constant or
 materialised view; bytes moved count the operands and results of the per-call steps
 plus what views copy (padding, gathers, overlapping windows), at `itemsize` bytes per
 element. The rewrite driver minimises `Cost.total`.
@@ -25,6 +26,7 @@ from math import prod
 from typing import Any
 
 from tnconv.lower.paths import walk_path
+from tnconv.lower.schedule.builder import repeated_steps
 from tnconv.lower.schedule.model import Schedule
 from tnconv.lower.schedule.windows import reads_in_place
 
@@ -57,9 +59,10 @@ class Cost:
 
 
 def program_cost(program: Any, schedule: Schedule, registers: tuple[int, ...],
-                 itemsize: int = 4) -> Cost:
+                 itemsize: int = 4, shared: bool = False) -> Cost:
     """The cost of `program` run by `schedule`; `registers[pos]` is the register of
-    program operand `pos` (-1 for a pattern a fold applies)."""
+    program operand `pos` (-1 for a pattern a fold applies). `shared`: a step the
+    schedule reuses (a common sub-expression, `repeated_steps`) costs nothing."""
     operands = program.operands
     sizes = {i: n for op in operands for i, n in zip(op.indices, op.shape)}
     sizes.update(zip(program.output_indices, program.output_shape))
@@ -77,9 +80,10 @@ def program_cost(program: Any, schedule: Schedule, registers: tuple[int, ...],
     folds = program.folds or (-1,) * len(program.path)
     flops = 0
     size = lambda legs: prod(sizes[i] for i in legs)  # noqa: E731
+    repeated = repeated_steps(program) if shared else frozenset()
     for step in walk_path([op.indices for op in operands], [op.is_constant for op in operands],
                           program.path, program.output_indices):
-        if step.constant:
+        if step.constant or step.number in repeated:
             continue
         result = size(step.out)
         touched = size(tuple(dict.fromkeys(i for legs in step.legs for i in legs)))

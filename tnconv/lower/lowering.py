@@ -1,10 +1,11 @@
 """Lowering and scheduling as one call: `Network` -> `EinsumProgram` -> `Schedule`, priced.
 
-`lower` plans opt_einsum's path and, where index patterns scatter, the path that
-meets them last (a fold: one pass over the data), keeping whichever the cost model
-prices lower; `build_schedule` builds the program's `Schedule` (the step rules, then the
-passes); `network_cost` is the price of a network as it would run, which the rewrite
-driver minimises. `cheap=True` plans paths greedily: fast enough to price every
+`lower` plans opt_einsum's path and the alternatives the cost model may prefer: for a
+network that holds a product and its copy, each copy contracted first (`copies_first`,
+the copy's half then runs once), and where index patterns scatter, the path that meets
+them last (a fold: one pass over the data); `build_schedule` builds the program's
+`Schedule` (the step rules, then the passes); `network_cost` is the price of a network
+as it would run, which the rewrite driver minimises. `cheap=True` plans paths greedily: fast enough to price every
 candidate inside the rewrite search (a 17-d convolution has 19 operands).
 
 >>> from tnconv.spec import ConvSpec
@@ -23,6 +24,7 @@ from math import prod
 from typing import Optional
 
 from tnconv.ir.network import Network
+from tnconv.lower.copies import copies_first
 from tnconv.lower.cost import Cost, program_cost
 from tnconv.lower.program import EinsumProgram, fold_first, gather_first, lower_program
 from tnconv.lower.schedule.builder import build_steps, operand_registers
@@ -43,9 +45,11 @@ def build_schedule(program: EinsumProgram) -> Schedule:
     return run_passes(build_steps(program))
 
 
-def price(program: EinsumProgram, itemsize: int = 4) -> Cost:
-    """The per-call cost of `program` as its schedule runs it."""
-    return program_cost(program, build_schedule(program), operand_registers(program), itemsize)
+def price(program: EinsumProgram, itemsize: int = 4, shared: bool = False) -> Cost:
+    """The per-call cost of `program` as its schedule runs it (`shared`: a common
+    sub-expression priced once, as the schedule runs it once)."""
+    return program_cost(program, build_schedule(program), operand_registers(program), itemsize,
+                        shared)
 
 
 def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...],
@@ -55,6 +59,9 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
     selection), so that no value outside a window meets a 0 of the pattern."""
     program = lower_program(net, arguments, result_shape, "greedy" if cheap else None)
     program = gather_first(program) or program
+    copied = copies_first(net, program, arguments, "greedy" if cheap else None)
+    if copied is not None and price(copied, shared=True).total < price(program).total:
+        program = copied
     folding = fold_first(program)
     if folding is None:
         return program

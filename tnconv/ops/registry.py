@@ -44,6 +44,9 @@ class Operation:
     #: How the built network is rewritten, "module:function" with signature (operation,
     #: spec, batch, options) -> `RewriteResult`; None: `best_rewrite` of the built network.
     rewriter: Optional[str] = None
+    #: A pure function of the lowered program returning one line for `Compiled.explain`
+    #: about the plan the compiler chose (e.g. which contraction form a path took).
+    explain_plan: Optional[Callable[[Any], str]] = None
 
     def native_route(self) -> Optional[Callable[..., Any]]:
         """The native torch route, imported on first use ("module:function" in `native`).

@@ -89,7 +89,9 @@ def _tap_output(step: TapOutput) -> Run:
         v, w = r[windowed], r[other].permute(order).reshape(shape)
         out = v.new_empty(step.out_shape)
         for pick_v, place in selections:
-            out[place] = (v[pick_v] * w).sum(step.summed).permute(step.permutation)
+            part = v[pick_v] * w
+            part = part.sum(step.summed) if step.summed else part  # sum(()) sums everything
+            out[place] = part.permute(step.permutation)
         return out
 
     return run
@@ -246,10 +248,19 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
     runs.positions(padded, summed + shared + other_free).copy_(w.permute(step.other_permutation))
     taps = len(runs.offsets)
     total = v.new_empty(taps, rows, width, inner)
+    if width == inner == 1:  # depthwise: per tap one multiply and one sum over all rows
+        laid_out = padded.view(rows, runs.length)
+        for t in range(taps):
+            torch.sum(laid_out * runs.tap(v, t).reshape(rows, runs.length), dim=1,
+                      out=total[t].view(rows))
+        total = total.view(taps, prod(summed), prod(shared), 1, 1).sum(1)
+        return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
     data = [runs.tap(v, t).reshape(rows, inner, runs.length).transpose(1, 2)
             for t in range(taps)]
-    # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps.
-    block = max(1, _BLOCK_BYTES // ((width + inner) * runs.length * v.element_size()))
+    # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps (where
+    # one row is larger than that, one product per tap over all rows: fewer, larger calls).
+    block = _BLOCK_BYTES // ((width + inner) * runs.length * v.element_size())
+    block = block if block > 1 else rows
     for start in range(0, rows, block):
         rows_here = slice(start, start + block)
         for t in range(taps):

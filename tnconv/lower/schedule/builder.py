@@ -20,6 +20,7 @@ The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Hashable, Optional
 
 from tnconv.ir.constants import signature as constant_signature
@@ -29,13 +30,13 @@ from tnconv.lower.schedule.einsum import einsum_rule
 from tnconv.lower.schedule.gather import gather_rule
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import gram_rule, matmul_rule, matrix_rule
-from tnconv.lower.schedule.reduce import reduce_rule
+from tnconv.lower.schedule.reduce import hadamard_rule, reduce_rule
 from tnconv.lower.schedule.scatter import fold_rule
 from tnconv.lower.schedule.select import pattern_gather_rule
 from tnconv.lower.schedule.site import Operand, Site
 from tnconv.lower.schedule.windows import window_rule
 
-__all__ = ["RULES", "build_steps", "operand_registers"]
+__all__ = ["RULES", "build_steps", "operand_registers", "repeated_steps"]
 
 #: The step rules, tried in this order; the first that returns a step is taken.
 RULES: tuple[Callable[[Site], Any], ...] = (
@@ -47,6 +48,7 @@ RULES: tuple[Callable[[Site], Any], ...] = (
     window_rule,   # window views read in place (shift-GEMMs, tap loops)
     matrix_rule,   # constant matrices on legs of data: a chain of products
     matmul_rule,   # the last step, in the result's own layout
+    hadamard_rule,  # two operands on the same legs: multiply, then sum
     einsum_rule,   # anything else
 )
 
@@ -133,3 +135,24 @@ def operand_registers(program: Any) -> tuple[int, ...]:
     """The register of each program operand (-1: a pattern a fold applies, not built)."""
     regs = _slots(program)
     return tuple(regs.operands[pos].register for pos in range(len(program.operands)))
+
+
+@lru_cache(maxsize=4096)
+def repeated_steps(program: Any) -> frozenset[int]:
+    """The path steps the schedule does not run: common sub-expressions of an earlier step
+    (the same operands met the same way, e.g. a copy's half of a network with two copies),
+    keyed as `build_steps` keys them."""
+    regs = _slots(program)
+    signature = {pos: op.signature for pos, op in regs.operands.items()}
+    order = lambda taken: sorted(taken, key=lambda t: repr(signature[t[0]]))  # noqa: E731
+    seen, repeated = set(), set()
+    legs = [op.indices for op in program.operands]
+    constant = [op.is_constant for op in program.operands]
+    for step in walk_path(legs, constant, program.path, program.output_indices, order):
+        key = ("step", tuple(signature[t] for t in step.taken), canonical(list(step.legs),
+                                                                          step.out))
+        signature[step.result] = key
+        if key in seen:
+            repeated.add(step.number)
+        seen.add(key)
+    return frozenset(repeated)

@@ -30,7 +30,8 @@ from tnconv.ir.views import Reshape, View
 from tnconv.lower.schedule.model import Step
 from tnconv.lower.schedule.site import Site
 
-__all__ = ["Reduce", "MaskedReduce", "SelectionCounts", "reduce_rule", "unmerged", "masked"]
+__all__ = ["Reduce", "MaskedReduce", "SelectionCounts", "HadamardSum", "reduce_rule",
+           "hadamard_rule", "unmerged", "masked"]
 
 #: From this many elements on, several summed dimensions are summed one at a time.
 ONE_AT_A_TIME_MIN = 2 ** 15
@@ -116,6 +117,44 @@ def reduce_rule(site: Site) -> Optional[Reduce]:
     return Reduce((op.register,), site.output, summed,
                   () if permutation == tuple(range(len(site.out))) else permutation,
                   one_at_a_time=len(summed) > 1 and site.size(op.legs) >= ONE_AT_A_TIME_MIN)
+
+
+@dataclass(frozen=True)
+class HadamardSum(Step):
+    """Σ over `summed` of the elementwise product of two operands on the same legs (the
+    second permuted by `other_order` to the first's order; one operand twice: its
+    squares), then permuted: the last step of ‖g‖², Σ_n g², a GGN diagonal."""
+
+    family = "reduce"
+    summed: tuple[int, ...]
+    permutation: tuple[int, ...]
+    other_order: tuple[int, ...] = ()
+
+    def label(self) -> str:
+        kind = "squares" if self.inputs[0] == self.inputs[1] else "elementwise products"
+        return f"sum of {kind} over dims {list(self.summed)}"
+
+
+def hadamard_rule(site: Site) -> Optional[HadamardSum]:
+    """Two operands with the same legs (each once), the result a subset of them: one
+    multiply and one sum (torch.einsum runs it as a batched product of vectors, with
+    copies to lay the batch out)."""
+    pair = site.pair
+    if pair is None:
+        return None
+    first, second = pair
+    legs = first.legs
+    if (len(set(legs)) != len(legs) or sorted(legs) != sorted(second.legs)
+            or not set(site.out) <= set(legs)):
+        return None
+    kept = [leg for leg in legs if leg in site.out]
+    permutation = tuple(kept.index(leg) for leg in site.out)
+    order = tuple(second.legs.index(leg) for leg in legs)
+    identity = lambda t: t == tuple(range(len(t)))  # noqa: E731
+    return HadamardSum((first.register, second.register), site.output,
+                       tuple(d for d, leg in enumerate(legs) if leg not in site.out),
+                       () if identity(permutation) else permutation,
+                       () if identity(order) else order)
 
 
 def _merged_from(before: tuple[int, ...], after: tuple[int, ...]) -> Optional[list[list[int]]]:

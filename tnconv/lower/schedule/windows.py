@@ -299,7 +299,9 @@ def _shift_gemm(site: Site, windowed: Operand, other: Operand,
             (site.shape(kept), site.shape(shared), site.shape(extra), site.shape(summed)),
             tuple(accumulated.index(leg) for leg in out))
     if (kept_taps and lead == summed + shared + kept
-            and sorted(other_legs) == sorted(summed + shared + extra + starts)):
+            and sorted(other_legs) == sorted(summed + shared + extra + starts)
+            and _taps_pay(site.size(extra), site.size(kept), site.size(taps),
+                          site.size(summed + shared))):
         result = taps + shared + extra + kept
         return ShiftGemmOutput(
             inputs, site.output, equation, (len(summed), len(shared), len(kept)),
@@ -307,6 +309,25 @@ def _shift_gemm(site: Site, windowed: Operand, other: Operand,
             (site.shape(summed), site.shape(shared), site.shape(extra), site.shape(kept)),
             tuple(result.index(leg) for leg in out))
     return None
+
+
+#: A taps-kept shift-GEMM may move up to this many times what laying the windows out once
+#: moves (its per-tap products are often better shaped than one product of the windows).
+TAPS_TRAFFIC_LIMIT = 4
+#: Above this many rows (batch and group legs) the einsum over laid-out windows is a
+#: batch of many small products, which torch runs slowly: the shift-GEMM stays.
+TAPS_MAX_BATCH = 64
+
+
+def _taps_pay(width: int, inner: int, taps: int, rows: int) -> bool:
+    """Whether reading the data in place tap by tap moves at most `TAPS_TRAFFIC_LIMIT` times
+    what laying the windows out once moves: per output position, taps·(width + inner)
+    reads against a write and a read of the taps·inner windows plus a read of the width
+    rows, i.e. width·(taps − 1) against taps·inner (a 3-channel C3D input under 64 output
+    channels: 27 thin products, each re-reading the cotangent, 5x slower). With more than
+    `TAPS_MAX_BATCH` rows it stays (a 1d depthwise layer's GGN with 10 columns: the einsum
+    over its windows, 1024 products of [31, 400] @ [400, 10], took 0.5-14 s)."""
+    return rows > TAPS_MAX_BATCH or width * (taps - 1) <= TAPS_TRAFFIC_LIMIT * taps * inner
 
 
 def _shift_tap(site: Site, windowed: Operand, other: Operand,
