@@ -247,6 +247,43 @@ def _per_sample(f: Any, x: torch.Tensor, gout: torch.Tensor, g: Geometry) -> tor
     return torch.stack(grads) if grads else x.new_zeros((0, *g.weight_shape))
 
 
+CURVATURE = ("batch_l2", "sum_grad_squared", "variance", "ggn_diagonal", "ggn_gram",
+             "hessian_diagonal_weight", "hessian_diagonal_input")
+
+
+def _curvature_ref(name: str, g: Geometry, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The curvature quantities (`tnconv.curvature`'s conventions) from per-sample weight
+    gradients by autograd, and the input's Hessian diagonal from the layer's Jacobian."""
+    def conv(a, w):
+        return conv_ref(a, w, g)
+
+    if name == "hessian_diagonal_input":
+        w, h = tensors
+        rows = []
+        for n in range(h.shape[0]):  # J[out…, in…] of one sample, then Σ_out h · J²
+            jac = torch.autograd.functional.jacobian(
+                lambda a: conv(a.unsqueeze(0), w)[0], w.new_zeros(g.input_shape[1:]))
+            rows.append(torch.einsum("o,oi->i", h[n].reshape(-1),
+                                     jac.reshape(h[n].numel(), -1).pow(2)))
+        return torch.stack(rows).reshape(h.shape[0], *g.input_shape[1:])
+    if name == "hessian_diagonal_weight":  # Σ h · u²: the weight VJP of h at x∘x
+        x_squared, h = tensors
+        return _gradient(lambda w: conv(x_squared, w), g.weight_shape, x_squared, h)
+    x, given = tensors
+    if name in ("ggn_diagonal", "ggn_gram"):  # one column per class and sample
+        columns = torch.stack([_per_sample(conv, x, given[c], g) for c in range(given.shape[0])])
+        if name == "ggn_diagonal":
+            return columns.pow(2).sum((0, 1))
+        flat = columns.flatten(2).flatten(0, 1)
+        return flat @ flat.T
+    per_sample = _per_sample(conv, x, given, g)
+    if name == "batch_l2":
+        return per_sample.flatten(1).pow(2).sum(1)
+    if name == "sum_grad_squared":
+        return per_sample.pow(2).sum(0)
+    return per_sample.var(0, unbiased=False)
+
+
 def _factor_ref(name: str, u: torch.Tensor, options: dict) -> torch.Tensor:
     """KFC / KFAC-reduce from the unfolded input u [N, G, D, O] (DESIGN.md conventions)."""
     n, o = u.shape[0], u.shape[-1]
@@ -278,6 +315,8 @@ def operation_ref(name: str, g: Geometry, tensors: tuple[torch.Tensor, ...],
         if options.get("per_sample"):
             return _per_sample(lambda a, w: conv_ref(a, w, g), x, gout, g)
         return _gradient(lambda w: conv_ref(x, w, g), g.weight_shape, x, gout)
+    if name in CURVATURE:
+        return _curvature_ref(name, g, tensors)
     if name == "fold":
         (u,) = tensors
         shape = (u.shape[0], u.shape[1] // prod(g.kernel), *g.size)

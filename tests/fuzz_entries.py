@@ -55,7 +55,9 @@ def data_tensors(entry: Entry, g: Geometry, make: Callable[[tuple], torch.Tensor
     """The entry's tensors for `g`, each `make(shape)`; unbatched and bias as options say."""
     shapes = {"x": g.input_shape, "input": g.input_shape, "input_tangent": g.input_shape,
               "weight": g.weight_shape, "weight_tangent": g.weight_shape,
-              "grad_output": g.result_shape}
+              "grad_output": g.result_shape, "input_squared": g.input_shape,
+              "output_hessian_diagonal": g.result_shape,
+              "sqrt_factor": (options.get("classes", 1), *g.result_shape)}
     if entry.operation == "fold":  # the columns of the unfolded input
         shapes["x"] = shapes["input"] = (g.batch, g.in_channels * prod(g.kernel),
                                          prod(g.output_size))
@@ -240,6 +242,9 @@ COMPILED_OPERATIONS = {
               "structure": st.sampled_from(["full", "diagonal"])}
        for name, reductions in (("kfc", ("mean", "batch", "sum")),
                                 ("kfac_reduce", ("mean", "sum")))},
+    "batch_l2": {}, "sum_grad_squared": {}, "variance": {},
+    "ggn_diagonal": {"classes": st.integers(1, 3)}, "ggn_gram": {"classes": st.integers(1, 3)},
+    "hessian_diagonal_weight": {}, "hessian_diagonal_input": {},
 }
 SPEC_FIELDS = ("stride", "padding", "dilation", "groups", "padding_mode", "output_padding")
 

@@ -25,6 +25,7 @@ examples per entry point; for a longer local run use hypothesis' profile
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -273,6 +274,10 @@ def _run(entry: Entry, g: Any, options: dict, mutation: tuple, seed: int) -> str
         assert tuple(result.shape) == tuple(want.shape)
         return "equals the reference (meta)"
     magnitude = reference(entry, g, {k: v.abs() for k, v in valid.items()}, options)
+    if entry.operation == "variance":  # a difference of terms as large as (1/N) Σ_n g_n²
+        magnitude = magnitude + 2 * reference(
+            replace(entry, operation="sum_grad_squared"), g,
+            {k: v.abs() for k, v in valid.items()}, options) / max(g.batch, 1)
     compute = torch.float32 if result.dtype == torch.float32 else dtype
     _assert_equal(result, want, magnitude, RTOL[max(compute, result.dtype, key=RTOL.get)])
     return "equals the reference"
