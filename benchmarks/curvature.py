@@ -35,7 +35,7 @@ from .cli import git_commit
 from .curvature_report import markdown
 from .curvature_routes import QUANTITIES, make_extras, route_calls
 from .layers import LAYERS, select_layers
-from .memory import MALLOC_ENV, cpu_peak_of
+from .memory import MALLOC_ENV, peaks_of
 from .timing import RouteResult, time_cell
 
 __all__ = ["main", "parse_args", "Row", "run"]
@@ -93,18 +93,7 @@ def _measure_memory(layer: str, quantities: list[str], classes: int, threads: in
     torch.set_num_threads(threads)
     case = make_case(LAYERS[layer], torch.device("cpu"))
     extras = make_extras(case, classes)
-    found: dict = {}
-    for quantity in quantities:
-        found[quantity] = {}
-        for route, call in route_calls(quantity, case, extras).items():
-            if isinstance(call, str):
-                continue
-            try:
-                call(), call()
-            except Exception:  # noqa: BLE001 — the timing phase reports the error
-                continue
-            found[quantity][route] = cpu_peak_of(call)
-    return found
+    return {quantity: peaks_of(route_calls(quantity, case, extras)) for quantity in quantities}
 
 
 def _memory_of(layer: str, quantities: list[str], classes: int, threads: int) -> dict:

@@ -103,17 +103,21 @@ def _measure(layer_name: str, batch: int, op_names: list[str], routes: list[str]
 
     torch.set_num_threads(threads)
     case = make_case(replace(LAYERS[layer_name], batch=batch), torch.device("cpu"))
-    found: dict[str, dict[str, Optional[int]]] = {}
-    for name in op_names:
-        found[name] = {}
-        for route, call in route_calls(OPS[name], case, tuple(routes)).items():
-            if isinstance(call, str):
-                continue
-            try:
-                call(), call()
-            except Exception:  # noqa: BLE001 — the timing phase reports the error
-                continue
-            found[name][route] = cpu_peak_of(call)
+    return {name: peaks_of(route_calls(OPS[name], case, tuple(routes))) for name in op_names}
+
+
+def peaks_of(calls: dict) -> dict[str, Optional[int]]:
+    """The extra peak of each route's call (`cpu_peak_of`), after two untimed calls; routes
+    that are skipped (a reason string) or fail are left out: the timing phase reports them."""
+    found: dict[str, Optional[int]] = {}
+    for route, call in calls.items():
+        if isinstance(call, str):
+            continue
+        try:
+            call(), call()
+        except Exception:  # noqa: BLE001 — the timing phase reports the error
+            continue
+        found[route] = cpu_peak_of(call)
     return found
 
 
