@@ -6,7 +6,7 @@ replaced by `overrides` where a mutation asks), and which operation of
 `tests.fuzz_cases.operation_ref` is its reference.
 
 >>> sorted(ENTRIES)[:3]
-['averaged_patches', 'compile.averaged_patches', 'compile.fold']
+['averaged_patches', 'compile.averaged_patches', 'compile.batch_l2']
 """
 
 from __future__ import annotations
