@@ -69,6 +69,45 @@ def test_strided_shift_tap_blocks_of_rows_cover_every_row(monkeypatch):
     assert_close(tnconv.conv(x, w, stride=2, padding=1, groups=8, strategy="tn"), expected)
 
 
+@given(ndim=st.integers(1, 3), kernel=st.integers(2, 5), stride=st.integers(2, 3),
+       dilation=st.integers(1, 2), extra=st.integers(0, 3), padding=st.integers(0, 2),
+       block=st.sampled_from([None, 1]))
+def test_strided_depthwise_phases_match_the_convolution(ndim, kernel, stride, dilation,
+                                                        extra, padding, block):
+    """Strided depthwise taps split by phase (stride and dilation sharing a factor too,
+    several phases of unequal extent, one row per block) give torch's convolution."""
+    size = (kernel - 1) * dilation + 1 + extra
+    spec = tnconv.ConvSpec(3, 3, kernel_size=kernel, input_size=(size,) * ndim, groups=3,
+                           stride=stride, dilation=dilation, padding=padding)
+    x, w = rand(2, 3, *spec.input_size), rand(3, 1, *spec.kernel_size)
+    with pytest.MonkeyPatch.context() as patch:
+        if block is not None:
+            patch.setattr(window_runtime, "_BLOCK_BYTES", 1)
+        actual = tnconv.conv(x, w, stride=stride, dilation=dilation, padding=padding,
+                             groups=3, strategy="tn")
+    assert_close(actual, conv_nd(x, w, spec.stride, spec.padding, spec.dilation, 3))
+
+
+def test_strided_depthwise_phases_are_used_where_taps_share_them(monkeypatch):
+    """A 5x5 kernel at stride 2 has 4 phases for 25 taps: the phase split runs (and the
+    grid does not); a 2x2 kernel dilated by 2 at stride 3 (one tap per phase) stays on
+    the grid."""
+    calls = []
+    for name in ("_shift_tap_phases", "_shift_tap_grid"):
+        original = getattr(window_runtime, name)
+        monkeypatch.setattr(window_runtime, name,
+                            lambda *a, _f=original, _n=name: calls.append(_n) or _f(*a))
+    for kernel, stride, dilation, expected in ((5, 2, 1, "_shift_tap_phases"),
+                                               (2, 3, 2, "_shift_tap_grid")):
+        calls.clear()
+        x, w = rand(2, 4, 12, 11), rand(4, 1, kernel, kernel)
+        actual = tnconv.conv(x, w, stride=stride, padding=1, dilation=dilation, groups=4,
+                             strategy="tn")
+        assert calls == [expected]
+        assert_close(actual, conv_nd(x, w, (stride,) * 2, [(1, 1), (1, 1)], (dilation,) * 2,
+                                     4))
+
+
 def test_depthwise_weight_vjp_runs_one_product_per_tap(monkeypatch):
     """One batched dot product per tap and block of rows (18 rows in blocks of 7, the
     last one partial), the cotangent laid out once at the padded width."""

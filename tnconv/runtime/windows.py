@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from math import prod
+from math import gcd, prod
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -33,7 +33,7 @@ __all__ = ["bind"]
 
 Run = Callable[[Sequence[Any]], torch.Tensor]
 #: Bytes of rows that one block of a tap-by-tap step keeps in cache over all the taps.
-_BLOCK_BYTES = 2 ** 21
+_BLOCK_BYTES = 2 ** 24
 
 
 def bind(step: Any, registers: Sequence[Any], device: Any = None) -> Run:
@@ -171,6 +171,95 @@ class _Grid:
         return cls(lead, strides[leading - 1], shape[leading::2], strides[leading::2], offsets)
 
 
+@dataclass(frozen=True)
+class _Phases:
+    """Strided windows split by phase: per spatial dimension, window start o·S and tap
+    offset k·D (in units of their common divisor) meet at position S·(o + b) + r, with
+    r = k·D mod S and b = k·D div S. Each phase r, copied out once as a contiguous
+    [rows, E…] block, holds every tap of that phase as a stride-1 run at shift b."""
+
+    grid: _Grid
+    units: tuple[int, ...]     # element stride of one position step, per dimension
+    strides: tuple[int, ...]   # S per dimension, in units
+    extents: tuple[int, ...]   # E per dimension: the largest extent any phase needs
+    phases: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]  # (r, extent) per phase
+    taps: tuple[tuple[int, int], ...]  # per tap: its phase, its flat shift in the block
+
+    @classmethod
+    def of(cls, v: torch.Tensor, leading: int, grid: _Grid) -> Optional["_Phases"]:
+        """None where fewer taps than phases (no tap shares a copied phase)."""
+        o_strides, k_strides = v.stride()[leading::2], v.stride()[leading + 1::2]
+        taps = tuple(v.shape[leading + 1::2])
+        if min(o_strides) <= 0 or min(k_strides) < 0:
+            return None
+        units = tuple(gcd(o, k) if k else o for o, k in zip(o_strides, k_strides))
+        strides = tuple(o // u for o, u in zip(o_strides, units))
+        steps = tuple(k // u for k, u in zip(k_strides, units))
+        # per dimension and phase: the largest shift of a tap in it
+        shifts = [{} for _ in taps]
+        for d, (size, step, stride) in enumerate(zip(taps, steps, strides)):
+            for k in range(size):
+                r, b = divmod(k * step, stride)[::-1]
+                shifts[d][r] = max(shifts[d].get(r, 0), b)
+        phase_list = list(itertools.product(*(sorted(s) for s in shifts)))
+        if len(phase_list) >= prod(taps):
+            return None
+        extents = tuple(o + max(s.values()) for o, s in zip(grid.outputs, shifts))
+        flat = [prod(extents[d + 1:]) for d in range(len(extents))]
+        index = {r: i for i, r in enumerate(phase_list)}
+        tap_list = []
+        for tap in itertools.product(*(range(k) for k in taps)):
+            r = tuple((k * s) % S for k, s, S in zip(tap, steps, strides))
+            b = tuple((k * s) // S for k, s, S in zip(tap, steps, strides))
+            tap_list.append((index[r], sum(x * f for x, f in zip(b, flat))))
+        phases = tuple((r, tuple(o + shifts[d][r[d]] for d, o in enumerate(grid.outputs)))
+                       for r in phase_list)
+        return cls(grid, units, strides, extents, phases, tuple(tap_list))
+
+    def split(self, v: torch.Tensor) -> torch.Tensor:
+        """[phases, rows, E…]: each phase copied once; where a phase needs less than E in a
+        dimension, the rest is zero (read only by positions that no output keeps)."""
+        grid, rows = self.grid, prod(self.grid.lead_shape)
+        out = v.new_empty(len(self.phases), rows, *self.extents)
+        for p, (r, extent) in enumerate(self.phases):
+            start = grid.offsets[0] + sum(x * u for x, u in zip(r, self.units))
+            source = v.as_strided((rows, *extent),
+                                  (grid.row_stride, *(S * u for S, u in
+                                                      zip(self.strides, self.units))), start)
+            out[p][(slice(None), *(slice(0, e) for e in extent))].copy_(source)
+            for d, (e, full) in enumerate(zip(extent, self.extents)):
+                if e < full:
+                    out[p][(slice(None),) * (d + 1) + (slice(e, full),)].zero_()
+        return out
+
+
+def _shift_tap_phases(step: ShiftTap, v: torch.Tensor, w: torch.Tensor,
+                      phases: _Phases) -> torch.Tensor:
+    """Depthwise taps on strided windows: the input split by phase once, then per block of
+    rows one multiply-add per tap over its stride-1 run in its phase."""
+    grid = phases.grid
+    rows, block_size = prod(grid.lead_shape), prod(phases.extents)
+    flat = [prod(phases.extents[d + 1:]) for d in range(len(phases.extents))]
+    length = sum((o - 1) * f for o, f in zip(grid.outputs, flat)) + 1
+    split = phases.split(v).view(len(phases.phases), rows, block_size)
+    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
+    weight = weight.expand(*grid.lead_shape, -1).reshape(rows, -1).T.contiguous()
+    out = v.new_empty(rows, length)
+    block = max(1, _BLOCK_BYTES // (2 * length * v.element_size()))
+    for start in range(0, rows, block):
+        count = min(block, rows - start)
+        acc = out[start:start + count]
+        for t, (p, shift) in enumerate(phases.taps):
+            data = split[p, start:start + count, shift:shift + length]
+            scale = weight[t, start:start + count, None]
+            if t == 0:
+                torch.mul(data, scale, out=acc)
+            else:
+                acc.addcmul_(data, scale)
+    positions = out.as_strided((rows, *grid.outputs), (length, *flat))
+    return positions.reshape(*grid.lead_shape, *grid.outputs).permute(step.permutation)
+
+
 def _shift_tap_grid(step: ShiftTap, v: torch.Tensor, w: torch.Tensor,
                     grid: _Grid) -> torch.Tensor:
     """Depthwise taps on strided windows: per block of rows, one multiply-add per tap of its
@@ -214,6 +303,9 @@ def _in_place(step: Any, body: Callable) -> Run:
         if depthwise and (runs is None or runs.row_stride() is None):
             grid = _Grid.of(v, leading)
             if grid is not None:
+                phases = _Phases.of(v, leading, grid)
+                if phases is not None:
+                    return _shift_tap_phases(step, v, w, phases)
                 return _shift_tap_grid(step, v, w, grid)
             return torch.einsum(equation, v, w)
         if runs is None or (depthwise and runs.row_stride() is None):
