@@ -49,12 +49,13 @@ def _wrong_draws(compiled, sample, tensors, legs):
     return draws
 
 
-@pytest.mark.parametrize("leg", ["spatial", "channel"])
+@pytest.mark.parametrize("leg, route", [("spatial", "sliced"), ("spatial", "masked"),
+                                        ("channel", "auto")])
 @pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
-def test_sampled_weight_vjp_is_unbiased_and_the_unscaled_one_is_not(leg, scheme):
+def test_sampled_weight_vjp_is_unbiased_and_the_unscaled_one_is_not(leg, route, scheme):
     x, g = rand(2, 4, 6, 5), rand(2, 3, 6, 5)
     exact = tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC)
-    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(), scheme=scheme)
+    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(), scheme=scheme, route=route)
     draws = [tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC, sample=sample)
              for _ in range(DRAWS)]
     assert unbiased(draws, exact)
@@ -63,15 +64,69 @@ def test_sampled_weight_vjp_is_unbiased_and_the_unscaled_one_is_not(leg, scheme)
     assert not unbiased(_wrong_draws(compiled, sample, (x, g), compiled.legs(2)), exact)
 
 
-def test_transposed_weight_vjp_is_unbiased():
+@pytest.mark.parametrize("route", ["sliced", "masked"])
+def test_transposed_weight_vjp_is_unbiased(route):
     x, g = rand(2, 4, 5, 4), rand(2, 6, 10, 8)
     size = (4, 3, 3, 3)
     options = dict(stride=2, padding=1, output_padding=1, groups=2)
     exact = tnconv.conv_transpose_weight_vjp(x, size, g, **options)
-    sample = tnconv.Sample("spatial", keep=0.5, generator=_generator(1), scheme="fixed")
+    sample = tnconv.Sample("spatial", keep=0.5, generator=_generator(1), scheme="fixed",
+                           route=route)
     draws = [tnconv.conv_transpose_weight_vjp(x, size, g, **options, sample=sample)
              for _ in range(DRAWS)]
     assert unbiased(draws, exact)
+
+
+@pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
+@pytest.mark.parametrize("shape, size, options", [
+    ((2, 4, 9), (6, 2, 3), dict(stride=2, padding=1, groups=2)),
+    ((2, 3, 6, 5), (4, 3, 3, 2), dict(padding=1, dilation=(2, 1))),
+    ((1, 2, 4, 5, 3), (2, 1, 2, 3, 2), dict(padding=1, groups=2)),
+    ((2, 2, 4, 3, 5), (3, 2, 3, 3, 3), dict(padding=(1, 0, 1))),  # a size-1 leg, not sliced
+])
+def test_masked_and_sliced_routes_give_the_same_estimate(scheme, shape, size, options):
+    """The same draw (the same seed) through either route is the same estimate, to rounding:
+    the masked route is the exact VJP of the masked, rescaled cotangent."""
+    x = rand(*shape)
+    spec = tnconv.ConvSpec(shape[1], size[0], size[2:], input_size=shape[2:], **options)
+    g = rand(shape[0], size[0], *spec.output_size)
+    for seed in range(3):
+        results = [tnconv.conv_weight_vjp(x, size, g, **options, sample=tnconv.Sample(
+            "spatial", 0.4, generator=_generator(seed), scheme=scheme, route=route))
+            for route in ("sliced", "masked")]
+        assert_close(results[0], results[1])
+
+
+def test_transposed_routes_mask_the_input():
+    """A transposed convolution's spatial leg is its input's positions: both routes agree."""
+    x, g = rand(2, 4, 5, 4), rand(2, 6, 10, 8)
+    options = dict(stride=2, padding=1, output_padding=1, groups=2)
+    results = [tnconv.conv_transpose_weight_vjp(x, (4, 3, 3, 3), g, **options,
+                                                sample=tnconv.Sample(
+                                                    "spatial", 0.5, generator=_generator(5),
+                                                    route=route))
+               for route in ("sliced", "masked")]
+    assert_close(results[0], results[1])
+
+
+def test_auto_route_masks_where_slicing_costs_more_than_it_saves():
+    """A depthwise layer's exact VJP reads its windows in place, so gathering a subset of
+    them is priced above the exact network: masked. A dense layer at keep 0.1: sliced.
+    `explain()` says which."""
+    sample = tnconv.Sample("spatial", 0.5, scheme="fixed")
+    depthwise = tnconv.compile("weight_vjp", tnconv.ConvSpec(
+        32, 32, 3, input_size=(28, 28), padding=1, groups=32), sample=sample, batch_size=4)
+    assert depthwise.route() == "masked"
+    assert "route    masked (the cost model's choice)" in depthwise.explain()
+    dense = tnconv.compile("weight_vjp", tnconv.ConvSpec(
+        64, 64, 3, input_size=(28, 28), padding=1), batch_size=4,
+        sample=tnconv.Sample("spatial", 0.1, scheme="fixed"))
+    assert dense.route() == "sliced"
+    assert "route    sliced (the cost model's choice)" in dense.explain()
+    forced = tnconv.compile("weight_vjp", tnconv.ConvSpec(
+        32, 32, 3, input_size=(28, 28), padding=1, groups=32), batch_size=4,
+        sample=tnconv.Sample("spatial", 0.5, scheme="fixed", route="sliced"))
+    assert forced.route() == "sliced" and "(asked)" in forced.explain()
 
 
 @pytest.mark.parametrize("leg, scheme", [("spatial", "fixed"), ("batch", "bernoulli")])
@@ -216,6 +271,11 @@ def test_bad_samples_are_errors_naming_the_argument():
         tnconv.Sample("spatial", 0.5, scheme="poisson")
     with pytest.raises(tnconv.TNConvError, match="'generator'"):
         tnconv.Sample("spatial", 0.5, generator=3)
+    with pytest.raises(tnconv.TNConvError, match="route.*'auto', 'sliced', 'masked'"):
+        tnconv.Sample("spatial", 0.5, route="dense")
+    with pytest.raises(tnconv.TNConvError, match="sample.*only a weight VJP's spatial leg"):
+        tnconv.conv_weight_vjp(rand(1, 2, 5), (2, 2, 3), rand(1, 2, 3),
+                               sample=tnconv.Sample("channel", 0.5, route="masked"))
     spec = tnconv.ConvSpec(2, 2, 3, input_size=(6,))
     half = tnconv.Sample("spatial", 0.5)
     for op, sample in [("forward", half), ("kfac_reduce", half), ("input_vjp", half),

@@ -8,6 +8,14 @@ call arguments, not constants, so a program depends only on the counts
 ("fixed": one per spec; "bernoulli": a few buckets per leg, `tnconv.sampling`).
 `explain()`, `render()` and `to_dot()` show the program of a typical draw.
 
+Slicing saves work only where the sliced network is cheaper than the exact one:
+gathering a spatial subset of overlapping windows (a depthwise layer's, whose
+exact VJP reads the windows in place) can cost more than it saves. A weight
+VJP's spatial draw therefore runs, where the cost model prices the sliced
+network at no less than the exact one, the exact operation on the cotangent (the
+input, for a transposed convolution) times the draw's rescaled mask: the same
+estimate, at the exact operation's cost. `route()` and `explain()` say which.
+
 >>> import torch, tnconv
 >>> spec = tnconv.ConvSpec(3, 4, kernel_size=3, input_size=(8, 8), padding=1)
 >>> vjp = tnconv.compile("weight_vjp", spec, sample=tnconv.Sample("spatial", keep=0.25,
@@ -36,6 +44,8 @@ from tnconv.spec.conv_spec import ConvSpec
 __all__ = ["SampledCompiled", "compile_sampled", "check_sample"]
 
 _SAMPLED = LRUCache(name="sampled")
+#: (operation, leg) pairs whose draw can run as the exact operation on a masked argument.
+MASKABLE = {("weight_vjp", "spatial")}
 
 
 def check_sample(operation: str, op: str, sample: Any) -> Sample:
@@ -51,6 +61,10 @@ def check_sample(operation: str, op: str, sample: Any) -> Sample:
         raise argument_error(operation, "sample", sample,
                              f"a tnconv.Sample of leg {' or '.join(map(repr, LEGS[op]))} "
                              f"for {op!r}")
+    if sample.route == "masked" and (op, sample.leg) not in MASKABLE:
+        raise argument_error(operation, "sample", sample,
+                             "a tnconv.Sample of route 'auto' or 'sliced': only a weight VJP's "
+                             "spatial leg has an argument to mask")
     return sample
 
 
@@ -69,6 +83,7 @@ class SampledCompiled:
         self.operation = exact.operation
         self._sampled = SAMPLED[exact.operation.name]
         self._by_counts: dict[tuple[int, ...], Compiled] = {}
+        self._masked: dict[tuple[tuple[int, ...], int], int] = {}
 
     @property
     def arguments(self) -> tuple[str, ...]:
@@ -108,9 +123,64 @@ class SampledCompiled:
         counts, indices, weights = draw(self.sample, [size for _, size in legs])
         first = tensors[0]
         weights = weights.to(device=first.device, dtype=first.dtype)
+        carrier = self._masked_carrier(counts, batch)
+        if carrier is not None:
+            return self._run_masked(tensors, carrier, counts, indices.to(first.device), weights)
         if self._sampled.copies > 1:  # one root per identical copy of the sampled tensors
             weights = weights ** (1.0 / self._sampled.copies)
         return self.compiled_for(counts).run(*tensors, indices.to(first.device), weights)
+
+    # ------------------------------------------------------ masked or sliced
+    def _masked_carrier(self, counts: tuple[int, ...], batch: int) -> Optional[int]:
+        """The argument a mask goes on where the cost model prices the sliced network at no
+        less than the exact one (slicing would save nothing), else None (slice).
+
+        Only a weight VJP's spatial legs have such an argument: they are the spatial dims of
+        the cotangent (of the input, for a transposed convolution), so the masked estimate
+        is the exact VJP of the masked, rescaled argument."""
+        route = self.sample.route
+        if route == "sliced" or (self.operation.name, self.sample.leg) not in MASKABLE:
+            return None
+        if route == "masked":
+            return 0 if self.spec.transposed else 1
+        carrier = kept(self._masked, (tuple(counts), batch), lambda: self._masking_pays(
+            counts, batch), keep=64)
+        return None if carrier < 0 else carrier
+
+    def _masking_pays(self, counts: tuple[int, ...], batch: int) -> int:
+        """The carrier argument where masking pays, else -1."""
+        from tnconv.lower import price
+
+        sliced = price(self.compiled_for(counts).program_for(batch)).total
+        exact = price(self.exact.program_for(batch)).total
+        return (0 if self.spec.transposed else 1) if sliced >= exact else -1
+
+    def _run_masked(self, tensors: tuple[torch.Tensor, ...], carrier: int,
+                    counts: tuple[int, ...], indices: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+        """The exact operation on the argument times the draw's rescaled mask."""
+        data = tensors[carrier]
+        spatial = data.dim() - 2
+        mask, start = data.new_ones((1,) * spatial), 0
+        for (name, size), count in zip(self.legs(data.shape[0]), counts):
+            dim = int(name[1:]) - 1  # o1, o2, … (i1, … when transposed): spatial dim 0, 1, …
+            leg = data.new_zeros(size).index_put_((indices[start:start + count],),
+                                                  weights[start:start + count],
+                                                  accumulate=True)
+            mask = mask * leg.view((1,) * dim + (size,) + (1,) * (spatial - dim - 1))
+            start += count
+        masked = list(tensors)
+        masked[carrier] = data * mask
+        return self.exact.run(*masked)
+
+    def route(self, counts: Optional[tuple[int, ...]] = None,
+              batch_size: Optional[int] = None) -> str:
+        """'masked' or 'sliced': how a draw keeping `counts` (default: the typical draw)
+        runs at `batch_size` (default `.batch_size`)."""
+        batch = self.exact.batch_size if batch_size is None else batch_size
+        counts = typical_counts(self.sample, [size for _, size in self.legs(batch)]) \
+            if counts is None else tuple(counts)
+        return "sliced" if self._masked_carrier(counts, batch) is None else "masked"
 
     # ----------------------------------------------------------- reporting
     def network(self, batch_size: Optional[int] = None) -> Network:
@@ -134,7 +204,13 @@ class SampledCompiled:
         lines = [f"sample    {self.sample!r}: each call slices {sliced}, "
                  f"each leg kept with probability {q:.4g}",
                  f"typical  counts {typical_counts(self.sample, [s for _, s in legs])} "
-                 f"(the program below; other draws compile their own counts)"]
+                 f"(the program below; other draws compile their own counts)",
+                 f"route    {self.route()} ("
+                 + ("the cost model's choice" if self.sample.route == "auto" else "asked")
+                 + "): " + ("each draw runs the exact operation on its masked, rescaled "
+                            "argument; the sliced network below is not run"
+                            if self.route() == "masked" else
+                            "each draw runs the sliced network below")]
         return "\n".join(lines) + "\n" + self.typical.explain()
 
     def to_dot(self, stage: str = "rewritten") -> str:

@@ -38,11 +38,15 @@ import torch
 
 from tnconv.errors import argument_error
 
-__all__ = ["Sample", "LEGS", "SCHEMES", "draw", "typical_counts", "bucket"]
+__all__ = ["Sample", "LEGS", "SCHEMES", "ROUTES", "draw", "typical_counts", "bucket"]
 
 #: The legs a sample may name (each operation accepts some of them).
 LEGS = ("spatial", "channel", "batch")
 SCHEMES = ("bernoulli", "fixed")
+#: How a draw is evaluated: "sliced" contracts the smaller network, "masked" the exact one
+#: on the masked argument (a weight VJP's spatial leg only), "auto" the cheaper of the two
+#: by the cost model.
+ROUTES = ("auto", "sliced", "masked")
 #: A leg of size L pads a Bernoulli draw to a multiple of ceil(L / BUCKETS).
 BUCKETS = 16
 
@@ -51,12 +55,15 @@ BUCKETS = 16
 class Sample:
     """Sample leg `leg` ("spatial", "channel" or "batch"), keeping a share `keep` in (0, 1]
     by `scheme` ("bernoulli" or "fixed"), drawing from `generator` (a `torch.Generator`,
-    or None for torch's global one). See the module docstring for the statistics."""
+    or None for torch's global one), evaluated by `route` ("auto", "sliced" or "masked",
+    `ROUTES`: the estimate is the same, only its cost differs). See the module docstring
+    for the statistics."""
 
     leg: str
     keep: float
     generator: Optional[torch.Generator] = None
     scheme: str = "bernoulli"
+    route: str = "auto"
 
     def __post_init__(self) -> None:
         op = "tnconv.Sample"
@@ -68,6 +75,8 @@ class Sample:
             raise argument_error(op, "keep", keep, "a number in (0, 1]")
         if self.scheme not in SCHEMES:
             raise argument_error(op, "scheme", self.scheme, ", ".join(repr(s) for s in SCHEMES))
+        if self.route not in ROUTES:
+            raise argument_error(op, "route", self.route, ", ".join(repr(r) for r in ROUTES))
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
             raise argument_error(op, "generator", self.generator, "None or a torch.Generator")
 
@@ -77,7 +86,9 @@ class Sample:
 
     def __repr__(self) -> str:
         source = "" if self.generator is None else ", generator=<torch.Generator>"
-        return f"Sample(leg={self.leg!r}, keep={self.keep!r}, scheme={self.scheme!r}{source})"
+        route = "" if self.route == "auto" else f", route={self.route!r}"
+        return (f"Sample(leg={self.leg!r}, keep={self.keep!r}, scheme={self.scheme!r}"
+                f"{route}{source})")
 
 
 def bucket(kept: int, size: int) -> int:
