@@ -41,29 +41,9 @@ def bind(step: Any, registers: Sequence[Any], device: Any = None) -> Run:
 
 
 def _take(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
-    """x's entries at `index` along `dim`: `index_select` on contiguous data (whole rows
-    copied: 0.14 against 1.6 ms for rows of a [4, 64, 58, 58] tensor by advanced index), an
-    advanced index on strided views (there 1.6 against 2.2 ms)."""
-    if x.is_contiguous():
-        return x.index_select(dim, index)
+    """x's entries at `index` along `dim`: an advanced index (measured 3-5x faster than
+    `index_select` on these CPUs, e.g. 3.5 against 16.5 ms for 3.3 M elements)."""
     return x[(slice(None),) * dim + (index,)]
-
-
-def _take_grid(x: torch.Tensor, dim: int, indices: Sequence[torch.Tensor]) -> torch.Tensor:
-    """x's entries on the grid of `indices` along the adjacent dims dim, dim + 1, …: on
-    contiguous data one `index_select` of flat positions (0.11 against 0.37 ms by one
-    advanced index over the grid, 1.0 ms dim by dim), else one advanced index."""
-    count = len(indices)
-    grid = [index.view(*(-1 if j == k else 1 for k in range(count)))
-            for j, index in enumerate(indices)]
-    if not x.is_contiguous():
-        return x[(slice(None),) * dim + tuple(grid)]
-    flat = grid[0] * x.stride(dim)
-    for j in range(1, count):
-        flat = flat + grid[j] * x.stride(dim + j)
-    merged = x.flatten(dim, dim + count - 1) if count > 1 else x
-    shape = x.shape[:dim] + tuple(index.numel() for index in indices) + x.shape[dim + count:]
-    return merged.index_select(dim, flat.reshape(-1) // x.stride(dim + count - 1)).view(shape)
 
 
 def _scaled(t: torch.Tensor, weights: Sequence[Any], layouts: tuple, fresh: bool) -> torch.Tensor:
@@ -85,8 +65,10 @@ def _gather(step: Gather) -> Run:
         x = r[data]
         if count == 1:
             y = _take(x, dims[0], r[selections[0]])
-        elif step.adjacent:  # one index over the grid of kept positions
-            y = _take_grid(x, dims[0], [r[sel] for sel in selections])
+        elif step.adjacent:  # one advanced index over the grid of kept positions
+            grid = tuple(r[sel].view(*(-1 if j == k else 1 for k in range(count)))
+                         for j, sel in enumerate(selections))
+            y = x[(slice(None),) * dims[0] + grid]
         else:
             y = x
             for dim, sel in zip(dims, selections):
