@@ -97,6 +97,41 @@ def test_masked_and_sliced_routes_give_the_same_estimate(scheme, shape, size, op
         assert_close(results[0], results[1])
 
 
+@pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
+@pytest.mark.parametrize("shape, size, options", [
+    ((2, 4, 9, 8), (4, 2, 3, 3), dict(padding=1, groups=2)),
+    ((2, 3, 11, 10), (4, 3, 3, 2), dict(padding=(1, 2), stride=(2, 1), dilation=(1, 2))),
+    ((1, 4, 6, 5, 4), (2, 2, 2, 3, 2), dict(padding=1, groups=2)),
+    ((2, 3, 7), (3, 3, 3), dict(padding=2, padding_mode="reflect", stride=2)),
+    ((2, 4, 5, 4), (4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=2,
+                                      transposed=True)),
+])
+def test_channel_draws_run_torchs_kernel_on_the_kept_channels(scheme, shape, size, options,
+                                                              monkeypatch):
+    """With strategy "auto" a channel draw is torch's weight-gradient kernel of the
+    convolution of the kept channels (the operation's native route): the same estimate,
+    draw for draw, as the sliced network on the tensor-network route."""
+    import tnconv.runtime.native as native
+
+    calls = []
+    kernel = native.sampled_weight_vjp
+    monkeypatch.setattr(native, "sampled_weight_vjp",
+                        lambda *a: calls.append(1) or kernel(*a))
+    tnconv.clear_caches()
+    x, options = rand(*shape), dict(options)
+    transposed = options.pop("transposed", False)
+    out_channels = size[1] * options.get("groups", 1) if transposed else size[0]
+    spec = tnconv.ConvSpec(shape[1], out_channels, size[2:], input_size=shape[2:],
+                           transposed=transposed, **options)
+    g = rand(shape[0], out_channels, *spec.output_size)
+    vjp = tnconv.conv_transpose_weight_vjp if transposed else tnconv.conv_weight_vjp
+    results = [vjp(x, size, g, **options, strategy=strategy,
+                   sample=tnconv.Sample("channel", 0.5, scheme=scheme, generator=_generator(9)))
+               for strategy in ("auto", "tn")]
+    assert calls == [1]
+    assert_close(results[0], results[1])
+
+
 def test_transposed_routes_mask_the_input():
     """A transposed convolution's spatial leg is its input's positions: both routes agree."""
     x, g = rand(2, 4, 5, 4), rand(2, 6, 10, 8)

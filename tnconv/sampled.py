@@ -15,6 +15,8 @@ VJP's spatial draw therefore runs, where the cost model prices the sliced
 network at no less than the exact one, the exact operation on the cotangent (the
 input, for a transposed convolution) times the draw's rescaled mask: the same
 estimate, at the exact operation's cost. `route()` and `explain()` say which.
+With strategy "auto" a channel draw of a convolution's weight VJP runs the sampled
+operation's native route: torch's weight-gradient kernel on the kept channels.
 
 >>> import torch, tnconv
 >>> spec = tnconv.ConvSpec(3, 4, kernel_size=3, input_size=(8, 8), padding=1)
@@ -148,10 +150,16 @@ class SampledCompiled:
         return None if carrier < 0 else carrier
 
     def _masking_pays(self, counts: tuple[int, ...], batch: int) -> int:
-        """The carrier argument where masking pays, else -1."""
+        """The carrier argument where masking pays, else -1 (always -1 where the sliced
+        network runs as a torch kernel: its work falls with `keep`)."""
         from tnconv.lower import price
+        from tnconv.runtime.native import sampled_weight_vjp_applies
 
-        sliced = price(self.compiled_for(counts).program_for(batch)).total
+        compiled = self.compiled_for(counts)
+        if compiled.strategy == "auto" and sampled_weight_vjp_applies(self.spec,
+                                                                      compiled.options):
+            return -1
+        sliced = price(compiled.program_for(batch)).total
         exact = price(self.exact.program_for(batch)).total
         return (0 if self.spec.transposed else 1) if sliced >= exact else -1
 

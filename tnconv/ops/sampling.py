@@ -221,6 +221,7 @@ register(Operation(
     defaults=(("leg", "spatial"), ("counts", None), ("per_sample", False)),
     choices=(("leg", LEGS["weight_vjp"]), ("per_sample", (False, True))),
     rewriter=_REWRITER,
+    native="tnconv.runtime.native:sampled_weight_vjp",
 ))
 
 register(Operation(

@@ -13,6 +13,8 @@ torch.Size([1, 3, 5])
 
 from __future__ import annotations
 
+from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -21,7 +23,8 @@ import torch.nn.functional as F
 from tnconv.spec.conv_spec import ConvSpec
 
 __all__ = ["conv_forward", "pad_input", "NATIVE_NDIM",
-           "conv_input_vjp", "conv_weight_vjp", "pad_adjoint"]
+           "conv_input_vjp", "conv_weight_vjp", "pad_adjoint", "sampled_weight_vjp",
+           "sampled_weight_vjp_applies"]
 
 #: Spatial dimensions torch has native convolution kernels for.
 NATIVE_NDIM = (1, 2, 3)
@@ -137,3 +140,47 @@ def conv_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
         return _conv_backward(spec, grad_output, x, w, padding, [False, True, False])[1]
     padded = pad_input(x, spec)
     return _conv_backward(spec, grad_output, padded, w, [0] * spec.ndim, [False, True, False])[1]
+
+
+# ------------------------------------------------------- sampled weight VJP (tensor dropout)
+def sampled_weight_vjp_applies(spec: ConvSpec, options: dict) -> bool:
+    """Whether `sampled_weight_vjp` may have a torch kernel for these options: a channel
+    draw (not per sample).
+
+    The spatial leg has none that pays: its kept windows overlap, so gathering the rows
+    they read copies about twice the input at keep 0.25 in 2d, and torch's kernel then
+    runs at stride K (ResNet's 3x3 at keep 0.25: 11.8 ms against 5.3 ms for the exact VJP).
+    """
+    return (spec.ndim in NATIVE_NDIM and not options.get("per_sample")
+            and options.get("leg") == "channel")
+
+
+def sampled_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
+                       grad_output: torch.Tensor, index: torch.Tensor,
+                       weights: torch.Tensor) -> Any:
+    """The sliced weight VJP of the channel leg as torch's weight-gradient kernel: the kept
+    input channels of every group (of `x`: the input of a transposed convolution too) are a
+    convolution with fewer input channels; its gradient is rescaled and added into zeros at
+    the kept channels, so the work falls with `keep`. NotImplemented where
+    `sampled_weight_vjp_applies` says no, or torch has no kernel for the smaller one."""
+    if not sampled_weight_vjp_applies(spec, options):
+        return NotImplemented
+    groups, per_group = spec.groups, spec.in_channels // spec.groups
+    kept = index.numel()
+    sliced = x.unflatten(1, (groups, per_group)).index_select(2, index).flatten(1, 2)
+    grad = conv_weight_vjp(_fewer_channels(spec, groups * kept), {}, sliced, grad_output)
+    if grad is NotImplemented:
+        return NotImplemented
+    shape = spec.weight_shape
+    if spec.transposed:  # [C_in, C_out / G, K…]: the kept channels of each group on dim 0
+        grad = grad.unflatten(0, (groups, kept)) * weights.view(1, -1, *(1,) * (spec.ndim + 1))
+        result = grad.new_zeros(groups, per_group, *shape[1:]).index_add_(1, index, grad)
+        return result.flatten(0, 1)
+    grad = grad * weights.view(1, -1, *(1,) * spec.ndim)
+    return grad.new_zeros(shape).index_add_(1, index, grad)
+
+
+@lru_cache(maxsize=256)
+def _fewer_channels(spec: ConvSpec, in_channels: int) -> ConvSpec:
+    """`spec` with `in_channels` input channels (cached: a spec checks itself when built)."""
+    return replace(spec, in_channels=in_channels)
