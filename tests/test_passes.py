@@ -5,15 +5,21 @@ is reached (applying the rule again changes nothing); the cost does not grow."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from tests.helpers import assert_close
+import tnconv
+
+from tests.helpers import assert_close, rand
 from tests.rewrite_helpers import case, reference, same_value, value
 from tnconv.lower import network_cost
 from tnconv.rewrite.rules import (constant_fusion, full_extent_kernel, identity_pruning,
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
-                           scatter_to_gather, selection_lowering, squeeze_size_one)
+                           scatter_to_gather, selection_lowering, squeeze_size_one,
+                           stride_phases)
 from tnconv.rewrite.rules.fusion import FusedConstant
 from tnconv.rewrite.driver import SCATTER, rewrite
+from tnconv.lower.schedule.scatter import Fold
+from tnconv.spec import ConvSpec
 
 C = dict(in_channels=2, out_channels=4)
 
@@ -162,6 +168,67 @@ def test_folding_a_scatter_is_cheaper_than_gathering_from_the_dilated_data(op, s
     assert any(t.view is not None for t in gathered.data_tensors)
     assert network_cost(net).total < network_cost(gathered).total
     assert "scatter_to_gather" not in [s.rule for s in rewrite(net, rules=[SCATTER]).steps]
+
+
+PHASED = [  # strided, zero-padded scatters with more taps than the stride (K > S, D = 1)
+    ("input_vjp", dict(kernel_size=3, stride=2, padding=1, input_size=(32,))),
+    ("input_vjp", dict(kernel_size=(4, 5), stride=(2, 3), padding=((1, 2), (0, 1)),
+                       input_size=(11, 10))),
+    ("input_vjp", dict(kernel_size=7, stride=3, padding=4, input_size=(20,))),
+    ("forward", dict(kernel_size=4, stride=2, padding=1, input_size=(5, 6), transposed=True)),
+    ("forward", dict(kernel_size=5, stride=2, padding=2, input_size=(7, 6), transposed=True,
+                     groups=2)),
+    ("forward", dict(kernel_size=(3, 5, 3), stride=2, padding=1, input_size=(3, 4, 3),
+                     transposed=True, output_padding=1)),
+]
+
+
+@pytest.mark.parametrize("op, spec", PHASED)
+def test_stride_phases_keeps_value_and_reaches_a_fixed_point(op, spec):
+    """The split network has the value of the scatter (float64, to rounding); the
+    rule applies at most once per strided dimension (never to what it made); with the
+    rest of its rule set the result is no costlier than the scatter."""
+    net, conv, args = case(op, batch=2, **{**C, **spec})
+    once = stride_phases(net)
+    assert once is not None and once != net
+    same_value(net, once, op, args)
+    fixed, applied = once, 1
+    while (again := stride_phases(fixed)) is not None:  # one strided dimension at a time
+        fixed, applied = again, applied + 1
+    assert applied <= conv.ndim
+    same_value(net, fixed, op, args)
+    lowered = rewrite(net, rules=[SCATTER])
+    assert network_cost(lowered.network).not_worse_than(network_cost(net))
+    same_value(net, lowered.network, op, args)
+
+
+@pytest.mark.parametrize("op, spec", [
+    ("input_vjp", dict(kernel_size=2, stride=2, input_size=(8,))),  # K <= S: one tap a phase
+    ("input_vjp", dict(kernel_size=3, stride=2, dilation=2, input_size=(9,))),  # dilated
+    ("input_vjp", dict(kernel_size=3, stride=2, padding=1, padding_mode="reflect",
+                       input_size=(9,))),
+    ("input_vjp", dict(kernel_size=3, padding=1, input_size=(9,))),  # stride 1
+    ("forward", dict(kernel_size=3, stride=2, padding=1, input_size=(9,))),  # gathers
+])
+def test_stride_phases_only_on_strided_zero_padded_scatters(op, spec):
+    net, _, _ = case(op, batch=2, **{**C, **spec})
+    assert stride_phases(net) is None
+
+
+def test_a_strided_depthwise_scatter_runs_per_phase():
+    """EfficientNet's 5x5/2 depthwise transposed convolution: the rewrite keeps the phase
+    split (the dilated form multiplies three zeros in four), and the schedule interleaves
+    the phases with folds of non-overlapping patches."""
+    spec = ConvSpec(8, 8, 5, input_size=(7, 7), stride=2, padding=2, groups=8,
+                    transposed=True)
+    compiled = tnconv.compile("forward", spec, strategy="tn", batch_size=2)
+    assert "stride_phases" in [step.rule for step in compiled.rewrite_result().steps]
+    folds = [step for step in compiled.schedule().steps if isinstance(step, Fold)]
+    assert len(folds) == 2 and all(f.pattern.kernel_size == f.pattern.stride == 2
+                                   for f in folds)
+    x, w = rand(2, 8, 7, 7), rand(8, 1, 5, 5)
+    expected = torch.nn.functional.conv_transpose2d(x, w, stride=2, padding=2, groups=8)
+    assert_close(compiled(x, w), expected)
 
 
 @pytest.mark.parametrize("op, spec", [

@@ -60,6 +60,27 @@ def test_a_fold_equals_the_dense_contraction(pattern, order, out, pattern_first)
     assert_close(run_step(step, y), expected)
 
 
+@settings(max_examples=40)
+@given(kernel=st.integers(2, 4), left=st.integers(0, 4), right=st.integers(0, 4),
+       size=st.integers(1, 12), order=st.permutations(["n", "o", "k", "c"]),
+       out=st.permutations(["n", "i", "c"]))
+def test_a_fold_of_non_overlapping_patches_is_one_copy_per_tap(kernel, left, right, size,
+                                                                order, out):
+    """K = S, D = 1, zero padding (the phases of a strided scatter): strided copies into
+    memory laid out as the data's, then a crop (or zeros where the patches fall short)."""
+    output = (size + left + right - kernel) // kernel + 1
+    if output < 1:
+        return
+    pattern = IndexPattern(kernel, kernel, 1, (left, right), input_size=size,
+                           output_size=output)
+    site = _fold_site(pattern, order, out)
+    step = fold_rule(site)
+    y = rand(*site.shape(tuple(order)))
+    dense = torch.as_tensor(pattern.to_numpy(), device=DEVICE)
+    expected = torch.einsum(f"{''.join(order)},koi->{''.join(out)}", y, dense)
+    assert_close(run_step(step, y), expected)
+
+
 def test_is_fold_needs_both_legs_summed_and_i_kept():
     p = IndexPattern(3, 2, 1, (1, 1), input_size=7, output_size=4)
     legs = ("k", "o", "i")

@@ -25,7 +25,8 @@ from tnconv.lower import Cost, network_cost
 from tnconv.ir.network import Network
 from tnconv.rewrite.rules import (constant_fusion, full_extent_kernel, identity_pruning,
                      merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
-                     scatter_to_gather, selection_lowering, squeeze_size_one)
+                     scatter_to_gather, selection_lowering, squeeze_size_one,
+                     stride_phases)
 
 __all__ = ["Rule", "RuleSet", "Step", "RewriteResult", "rewrite", "CLEANUP", "CONNECTIVITY",
            "FUSION", "SELECTION", "SCATTER", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
@@ -47,10 +48,12 @@ CONNECTIVITY = RuleSet("connectivity", (
 ) + CLEANUP.rules[1:])
 FUSION = RuleSet("fusion", (constant_fusion,) + CLEANUP.rules)
 SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
-#: Selection lowering that also turns scattering patterns into gathering ones: window
-#: views of the dilated, padded cotangent with the flipped kernel (input VJPs,
-#: transposed convolutions), which tap loops and shift-GEMMs run in place.
-SCATTER = RuleSet("scatter", (selection_lowering, scatter_to_gather) + CLEANUP.rules)
+#: Selection lowering that also turns scattering patterns into gathering ones (input VJPs,
+#: transposed convolutions): a strided one per output phase (stride-1 windows of the
+#: padded cotangent, then the phases interleaved), or as window views of the dilated,
+#: padded cotangent with the flipped kernel; tap loops and shift-GEMMs run them in place.
+SCATTER = RuleSet("scatter", (selection_lowering, stride_phases, scatter_to_gather)
+                  + CLEANUP.rules)
 
 #: Everything, cheapest rewrites first; the general window views last.
 DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)

@@ -1,7 +1,9 @@
 """Runtime of the scatter family: a fold (scatter-add) through an index pattern.
 
-With zero padding, one strided in-place add per tap; with the other padding modes one
-`index_add_` (the flat (o, k) -> i table is built once, when the step is bound).
+With zero padding, one strided in-place add per tap (non-overlapping patches, K = S:
+one strided copy per tap into memory laid out as the data's, and a crop; no zeros and
+no adds); with the other padding modes one `index_add_` (the flat (o, k) -> i table is
+built once, when the step is bound).
 
 >>> import torch
 >>> from tnconv.spec import IndexPattern
@@ -38,10 +40,20 @@ def bind(step: Fold, registers: Sequence[Any], device: Any = None) -> Callable[[
     reach = p.stride * (p.output_size - 1) + 1
     span = max(reach + p.dilation * (p.kernel_size - 1), left + p.input_size)
 
+    interleave = p.mode == "zeros" and p.kernel_size == p.stride and p.dilation == 1
+    flat = p.output_size * p.kernel_size
+    cropped = 0 <= left and left + p.input_size <= flat
+
     def run(r: Sequence[Any]) -> torch.Tensor:
         y = r[source].permute(permutation)
         rest = y.shape[:-2]
-        if index is not None:
+        if interleave:  # non-overlapping patches: pixel o·K + k − left, one copy per tap
+            res = _like(y, flat)
+            for k in range(p.kernel_size):
+                res[..., k::p.kernel_size].copy_(y.select(-1, k))
+            res = (res[..., left:left + p.input_size] if cropped else
+                   torch.nn.functional.pad(res, (-left, left + p.input_size - flat)))
+        elif index is not None:
             res = y.new_zeros(*rest, p.input_size + 1)
             res.index_add_(-1, index, y.reshape(*rest, -1))
             res = res[..., :p.input_size]
@@ -54,3 +66,14 @@ def bind(step: Fold, registers: Sequence[Any], device: Any = None) -> Callable[[
         return res.permute(out_permutation)
 
     return run
+
+
+def _like(y: torch.Tensor, size: int) -> torch.Tensor:
+    """An empty (rest…, i) tensor of i size `size`, laid out in memory as y's (rest…, o, k)
+    with i where o is: each tap's copy then reads and writes in the same order (a fresh
+    contiguous result made it a transposing copy wherever y's o leg is not innermost)."""
+    order = sorted(range(y.dim() - 1), key=lambda d: -y.stride(d))  # y's memory order, no k
+    shape = list(y.shape[:-1])
+    shape[-1] = size
+    buffer = y.new_empty([shape[d] for d in order])
+    return buffer.permute([order.index(d) for d in range(len(order))])
