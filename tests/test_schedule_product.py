@@ -248,3 +248,23 @@ def test_kfac_reduce_sums_each_dimension_in_one_chain_outermost_first():
     conv = torch.nn.Conv3d(8, 8, (3, 2, 3), padding=1, dilation=(1, 2, 1), bias=False)
     assert_close(tnconv.kfac_reduce(conv, x, strategy="tn"),
                  tnconv.kfac_reduce(conv, x, strategy="auto"))
+
+
+def test_a_matmul_operand_is_copied_in_the_layout_that_streams():
+    """Windows laid out as [n·o, c·k] (a weight VJP): the copy runs along o (unit stride,
+    56 long) and is read back transposed, not along the 3 taps; the values are the
+    reshape's either way, and a view stays a view."""
+    from tnconv.runtime.product import _matrix
+
+    x = rand(2, 4, 58, 58)
+    windows = x.unfold(2, 3, 1).unfold(3, 3, 1)            # [n, c, o1, o2, k1, k2]
+    rows_then_taps = windows.permute(0, 2, 3, 1, 4, 5)      # [n, o1, o2 | c, k1, k2]
+    matrix = _matrix(rows_then_taps, (2 * 56 * 56, 4 * 9))
+    assert matrix.stride() == (1, 2 * 56 * 56)               # column-major: o innermost
+    assert torch.equal(matrix, rows_then_taps.reshape(2 * 56 * 56, 4 * 9))
+    taps_then_rows = windows.permute(0, 1, 4, 5, 2, 3)      # [n | c, k1, k2 | o1, o2]
+    batched = _matrix(taps_then_rows, (2, 4 * 9, 56 * 56))
+    assert batched.stride()[-1] == 1                         # row-major: o innermost
+    assert torch.equal(batched, taps_then_rows.reshape(2, 4 * 9, 56 * 56))
+    plain = rand(3, 4, 5)
+    assert _matrix(plain, (12, 5)).data_ptr() == plain.data_ptr()

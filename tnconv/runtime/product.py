@@ -14,7 +14,8 @@ True
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from math import prod
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -86,8 +87,42 @@ def _side(t: torch.Tensor, order: tuple[int, ...], shape: tuple[int, int, int],
           expand: bool) -> torch.Tensor:
     t = t.permute(order)
     if expand:
-        return t.reshape(shape[1:]).expand(shape)
-    return t.reshape(shape)
+        return _matrix(t, shape[1:]).expand(shape)
+    return _matrix(t, shape)
+
+
+def _matrix(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """`t` ([batch…, rows…, columns…]) as a matrix (batch) of `shape`: a view where one
+    exists, else a copy that streams: row-major, or column-major (transposed back) where
+    the last row leg streams better than the last column leg (`_run`). The windows of
+    ResNet's 3x3 weight VJP as [n·o, c·k], copied with the tap leg innermost, took 24 ms
+    against 2 ms with o innermost (7.2 M elements); bmm reads either layout."""
+    try:
+        return t.view(shape)
+    except RuntimeError:
+        pass
+    sizes = tuple(t.shape)
+    lead, rows = _cut(sizes, prod(shape[:-2])), None
+    if lead is not None:
+        rows = _cut(sizes, prod(shape[:-1]), lead)
+    if rows is None or not lead < rows < t.dim() or _run(t, rows - 1) <= _run(t, t.dim() - 1):
+        return t.reshape(shape)
+    columns_first = (*range(lead), *range(rows, t.dim()), *range(lead, rows))
+    return t.permute(columns_first).reshape(*shape[:-2], shape[-1], shape[-2]).transpose(-1, -2)
+
+
+def _run(t: torch.Tensor, d: int) -> float:
+    """How well a copy with leg d innermost streams: its length over its stride (a run of
+    3 at unit stride reads worse than 28 elements at stride 2)."""
+    return t.shape[d] / max(1, abs(t.stride(d))) if t.shape[d] > 1 else 0.0
+
+
+def _cut(sizes: tuple[int, ...], size: int, start: int = 0) -> Optional[int]:
+    """The first d >= start where the legs before d hold `size` elements (None if none)."""
+    for d in range(start, len(sizes) + 1):
+        if prod(sizes[:d]) == size:
+            return d
+    return None
 
 
 def _matmul(step: Matmul) -> Run:
