@@ -122,7 +122,7 @@ def _with_bias(name: str, spec: ConvSpec, options: dict, strategy: str, core: Ru
         if not full:
             return torch.cat([result.reshape(-1, border.shape[1]), corner], 1).reshape(*lead, -1)
         d = border.shape[1]
-        out = result.new_zeros(border.shape[0], d + 1, d + 1)
+        out = result.new_empty(border.shape[0], d + 1, d + 1)  # every entry is written below
         out[:, :d, :d] = result.reshape(-1, d, d)
         out[:, :d, d] = out[:, d, :d] = border
         out[:, d, d] = corner[:, 0]
