@@ -4,8 +4,13 @@ is reached (applying the rule again changes nothing); the cost does not grow."""
 
 from __future__ import annotations
 
+from math import prod
+
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tnconv
 
@@ -16,10 +21,13 @@ from tnconv.rewrite.rules import (constant_fusion, full_extent_kernel, identity_
                            merge_parallel_legs, non_overlapping_patches, one_by_one_kernel,
                            scatter_to_gather, selection_lowering, squeeze_size_one,
                            stride_phases)
+from tnconv.ir.constants import to_numpy
+from tnconv.ir.network import Tensor
 from tnconv.rewrite.rules.fusion import FusedConstant
 from tnconv.rewrite.driver import SCATTER, rewrite
 from tnconv.lower.schedule.scatter import Fold
 from tnconv.spec import ConvSpec
+from tnconv.spec.index_pattern import PADDING_MODES, IndexPattern
 
 C = dict(in_channels=2, out_channels=4)
 
@@ -117,11 +125,58 @@ def test_constant_fusion_sums_a_private_leg():
     same_value(net, fixed, "unfold", args)
 
 
-def test_constant_fusion_refuses_huge_dense_constants():
+@settings(max_examples=60)
+@given(kernel=st.integers(1, 4), stride=st.integers(1, 3), dilation=st.integers(1, 3),
+       left=st.integers(0, 3), right=st.integers(0, 3), size=st.integers(4, 12),
+       mode=st.sampled_from(PADDING_MODES), transposed_legs=st.booleans())
+def test_a_pattern_summed_over_its_output_is_counted_from_its_taps(
+        kernel, stride, dilation, left, right, size, mode, transposed_legs):
+    """Σ_o Π[k, o, i] from the tap table equals the dense pattern summed (every padding
+    mode, either leg order of the result)."""
+    reach = dilation * (kernel - 1) + 1
+    if size + left + right < reach or (mode == "reflect" and max(left, right) >= size):
+        return
+    output = (size + left + right - reach) // stride + 1
+    pattern = IndexPattern(kernel, stride, dilation, (left, right), input_size=size,
+                           output_size=output, mode=mode)
+    legs = ("i", "k") if transposed_legs else ("k", "i")
+    fused = FusedConstant(((pattern, ("k", "o", "i")),),
+                          (("k", kernel), ("o", output), ("i", size)), legs)
+    assert fused.sums_one_pattern()
+    dense = pattern.to_numpy().sum(1)
+    assert np.array_equal(fused.to_numpy(), dense.T if transposed_legs else dense)
+
+
+def test_kfac_reduce_of_a_long_dilated_1d_layer_never_builds_its_dense_pattern():
+    """Parallel WaveGAN's dilated conv1d over 16,000 samples: Σ_o Π is fused from the tap
+    table (3 x 16,000) where the dense pattern is 3 x 16,000 x 16,000 (3 GiB)."""
+    spec = ConvSpec(4, 4, 3, input_size=(16000,), padding=8, dilation=8)
+    compiled = tnconv.compile("kfac_reduce", spec, strategy="tn", batch_size=2)
+    constants = compiled.schedule().constants
+    assert constants and all(prod(c.shape) <= 3 * 16000 for c in constants)
+    x = rand(2, 4, 16000)
+    patches = torch.nn.functional.unfold(x.unsqueeze(2), (1, 3), dilation=(1, 8),
+                                         padding=(0, 8)).mean(-1)   # [n, c·k]
+    assert_close(compiled(x)[0], patches.T @ patches / 2)
+
+
+def test_constant_fusion_counts_a_huge_pattern_and_refuses_huge_products():
+    """Σ_o Π of a 10 x 3199 x 16,000 pattern fuses (counted from its taps: 10 x 16,000);
+    two such patterns joined by a private leg would need their dense product: refused."""
     net, _, _ = case("unfold", batch=1, in_channels=1, out_channels=1, kernel_size=10, stride=5,
                      input_size=(16000,))
-    net = net.replace(output=("n", "g", "c_in", "k1")).pruned_sizes().validate()
-    assert constant_fusion(net) is None
+    summed = net.replace(output=("n", "g", "c_in", "k1")).pruned_sizes().validate()
+    fused = constant_fusion(summed)
+    assert fused is not None
+    (constant,) = [t for t in fused.tensors if isinstance(t.value, FusedConstant)]
+    assert fused.shape_of(constant) == (10, 16000)
+    assert to_numpy(constant.value).sum() == 10 * 3199  # each tap reads every window once
+    pattern = net.tensor("Π1")
+    twin = Tensor("Π1'", ("k1'", "o1", "i1'"), "pattern", pattern.value)
+    sizes = dict(net.sizes, **{"k1'": 10, "i1'": 16000})
+    joined = net.replace(tensors=(pattern, twin), output=("k1", "i1", "k1'", "i1'"),
+                         sizes=tuple(sizes.items()))
+    assert constant_fusion(joined) is None
 
 
 def test_pattern_legs_are_read_by_position_for_transposed_specs():

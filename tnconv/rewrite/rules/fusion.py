@@ -3,7 +3,9 @@
 A group of constants linked by indices that only they carry (patterns sharing
 legs, or one pattern with a leg nobody else carries, e.g. Σ_o Π in
 KFAC-reduce) becomes one `FusedConstant`; its value is a hashable description
-of the contraction, materialised (and cached) like a pattern.
+of the contraction, materialised (and cached) like a pattern. One pattern summed over
+its output leg is counted from its tap table, so its size is K·I, however large the
+dense [K, O, I] pattern would be (a 16,000-sample layer's: 3 GiB).
 
 >>> from tnconv.spec.conv_spec import ConvSpec
 >>> from tnconv.ops.convolution import unfold_network
@@ -28,6 +30,7 @@ from tnconv.ir.constants import register_constant, to_numpy
 from tnconv.ir.equation import canonical, spell, symbol_map, unbounded_symbol
 from tnconv.lower import network_cost
 from tnconv.ir.network import Network, Tensor
+from tnconv.spec.index_pattern import IndexPattern
 
 __all__ = ["FusedConstant", "constant_fusion", "FUSION_LIMIT"]
 
@@ -49,9 +52,32 @@ class FusedConstant:
         return tuple(sizes[i] for i in self.legs)
 
     def to_numpy(self) -> np.ndarray:
+        counted = self._pattern_sum()
+        if counted is not None:
+            return counted
         symbols = symbol_map((i for i, _ in self.sizes), unbounded_symbol)
         equation = spell([legs for _, legs in self.parts], self.legs, symbols)
         return opt_einsum.contract(equation, *[to_numpy(v) for v, _ in self.parts])
+
+    def sums_one_pattern(self) -> bool:
+        """One index pattern summed over its output leg (KFAC-reduce's Σ_o Π): built from
+        the pattern's tap table, never from its dense [K, O, I] form."""
+        if len(self.parts) != 1 or not isinstance(self.parts[0][0], IndexPattern):
+            return False
+        k, _, i = self.parts[0][1]
+        return sorted(self.legs) == sorted((k, i))
+
+    def _pattern_sum(self) -> Optional[np.ndarray]:
+        """Σ_o Π[k, o, i] as per-tap counts of the pixels read (`sums_one_pattern`)."""
+        if not self.sums_one_pattern():
+            return None
+        pattern, (k, _, i) = self.parts[0]
+        table = pattern.source_indices()  # [K, O]; -1 where the padding is read
+        counts = np.zeros((pattern.kernel_size, pattern.input_size))
+        for tap, sources in enumerate(table):
+            read = sources[sources >= 0]
+            counts[tap] = np.bincount(read, minlength=pattern.input_size)
+        return counts if self.legs == (k, i) else counts.T
 
     def signature(self) -> tuple:
         """The contraction with its legs renamed by first appearance: copies of one fused
@@ -96,7 +122,8 @@ def _fuse(net: Network, group: list[Tensor]) -> Optional[Network]:
         return None  # nothing is summed inside the group
     sizes = tuple((i, s) for i, s in net.sizes if i in used)
     value = FusedConstant(tuple((t.value, t.indices) for t in group), sizes, legs)
-    if max(prod(value.shape), *(prod(net.shape_of(t)) for t in group)) > FUSION_LIMIT:
+    parts = () if value.sums_one_pattern() else tuple(prod(net.shape_of(t)) for t in group)
+    if max((prod(value.shape), *parts)) > FUSION_LIMIT:
         return None
     fused = Tensor("F(" + ",".join(t.name for t in group) + ")", legs, "constant", value)
     kept = tuple(t for t in net.tensors if t.name not in names)
