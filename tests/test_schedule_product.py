@@ -268,3 +268,21 @@ def test_a_matmul_operand_is_copied_in_the_layout_that_streams():
     assert torch.equal(batched, taps_then_rows.reshape(2, 4 * 9, 56 * 56))
     plain = rand(3, 4, 5)
     assert _matrix(plain, (12, 5)).data_ptr() == plain.data_ptr()
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_a_chain_matrix_that_is_one_value_almost_everywhere_is_a_sum_plus_its_border(batched):
+    """KFAC-reduce's Σ_o Π (each tap reads every pixel but a few at the borders): applied
+    as the scaled sum of the leg plus the few differing entries, it equals the product; a
+    matrix without one dominant value keeps the product."""
+    from tnconv.runtime.product import _sum_and_border
+
+    m = torch.full((3, 40), 0.25, dtype=torch.float64)
+    m[0, 39], m[2, 0], m[1, 5] = 0.0, 0.0, 0.75
+    shape = (6, 40, 7) if batched else (6, 40)
+    t = rand(*shape)
+    apply = _sum_and_border(m, batched, shape)
+    assert apply is not None
+    expected = torch.einsum("ki,ris->rks", m, t) if batched else t @ m.T
+    assert_close(apply(t), expected)
+    assert _sum_and_border(rand(3, 40), batched, shape) is None

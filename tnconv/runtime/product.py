@@ -138,21 +138,68 @@ def _matmul(step: Matmul) -> Run:
 
 def _chain(step: MatrixChain, registers: Sequence[Any]) -> Run:
     """The chain with its matrices (constants, in `registers`) expanded or transposed once;
-    bmm on the expanded matrix, since matmul's broadcasting dispatches ~15 ops a call."""
+    bmm on the expanded matrix, since matmul's broadcasting dispatches ~15 ops a call. A
+    matrix that is one value almost everywhere (KFAC-reduce's Σ_o Π: each tap reads every
+    pixel but a few at the borders) is applied as that value times the leg's sum plus a
+    product over the few columns that differ (`_mostly_constant`)."""
     products = []
     for register, (position, stored_transposed), (batched, shape) in zip(
             step.inputs[1:], step.matrices, step.products()):
         m = registers[register]
         m = m.T if stored_transposed else m  # [K, I]
-        products.append((True, m.expand(shape[0], *m.shape), shape) if batched
-                        else (False, m.T.contiguous(), shape))
+        products.append((_sum_and_border(m, batched, shape) or
+                         _product(m, batched, shape)))
     data, final, permutation = step.inputs[0], step.final_shape, step.permutation
 
     def run(r: Sequence[Any]) -> torch.Tensor:
         t = r[data]
-        for batched, m, shape in products:
-            t = torch.bmm(m, t.reshape(shape)) if batched else torch.mm(t.reshape(shape), m)
+        for apply in products:
+            t = apply(t)
         t = t.reshape(final)
         return t.permute(permutation) if permutation else t
 
     return run
+
+
+def _product(m: torch.Tensor, batched: bool, shape: tuple[int, ...]) -> Callable:
+    if batched:
+        expanded = m.expand(shape[0], *m.shape)
+        return lambda t: torch.bmm(expanded, t.reshape(shape))
+    transposed = m.T.contiguous()
+    return lambda t: torch.mm(t.reshape(shape), transposed)
+
+
+#: A chain matrix differing from one value in at most this share of its columns is applied
+#: as a sum plus a product over those columns.
+_BORDER_SHARE = 0.25
+
+
+def _sum_and_border(m: torch.Tensor, batched: bool,
+                    shape: tuple[int, ...]) -> Optional[Callable]:
+    """For m = v·1 + B, B nonzero in few columns: t's leg summed times v, then each
+    nonzero B[k, i] times t's column i added to row k (one pass over t instead of a
+    product with K columns). None where m is no such matrix."""
+    if m.device.type == "meta" or m.numel() == 0:
+        return None
+    values, counts = torch.unique(m, return_counts=True)
+    v = values[counts.argmax()]
+    if v == 0 or bool((m != v).any(0).sum() > _BORDER_SHARE * m.shape[1]):
+        return None
+    border = [(int(k), int(i), float(m[k, i] - v)) for k, i in (m != v).nonzero().tolist()]
+    size, scale = m.shape[0], float(v)
+    if batched:
+        def apply(t: torch.Tensor) -> torch.Tensor:
+            t = t.reshape(shape)  # [rows, I, rest]
+            out = t.sum(1, keepdim=True).mul_(scale).expand(-1, size, -1).contiguous()
+            for k, i, coefficient in border:
+                out[:, k].add_(t[:, i], alpha=coefficient)
+            return out
+        return apply
+
+    def apply_rows(t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(shape)  # [rows, I]
+        out = t.sum(1, keepdim=True).mul_(scale).expand(-1, size).contiguous()
+        for k, i, coefficient in border:
+            out[:, k].add_(t[:, i], alpha=coefficient)
+        return out
+    return apply_rows
