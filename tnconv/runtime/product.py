@@ -169,9 +169,11 @@ def _product(m: torch.Tensor, batched: bool, shape: tuple[int, ...]) -> Callable
     return lambda t: torch.mm(t.reshape(shape), transposed)
 
 
-#: A chain matrix differing from one value in at most this share of its columns is applied
-#: as a sum plus a product over those columns.
+#: A chain matrix differing from one value in at most this share of its columns, and in at
+#: most this many entries (one small add each: a 31-tap 1d kernel's border has 480), is
+#: applied as a sum plus its border.
 _BORDER_SHARE = 0.25
+_BORDER_ENTRIES = 16
 
 
 def _sum_and_border(m: torch.Tensor, batched: bool,
@@ -186,6 +188,8 @@ def _sum_and_border(m: torch.Tensor, batched: bool,
     if v == 0 or bool((m != v).any(0).sum() > _BORDER_SHARE * m.shape[1]):
         return None
     border = [(int(k), int(i), float(m[k, i] - v)) for k, i in (m != v).nonzero().tolist()]
+    if len(border) > _BORDER_ENTRIES:
+        return None
     size, scale = m.shape[0], float(v)
     if batched:
         def apply(t: torch.Tensor) -> torch.Tensor:
