@@ -191,19 +191,12 @@ def _sum_and_border(m: torch.Tensor, batched: bool,
     if len(border) > _BORDER_ENTRIES:
         return None
     size, scale = m.shape[0], float(v)
-    if batched:
-        def apply(t: torch.Tensor) -> torch.Tensor:
-            t = t.reshape(shape)  # [rows, I, rest]
-            out = t.sum(1, keepdim=True).mul_(scale).expand(-1, size, -1).contiguous()
-            for k, i, coefficient in border:
-                out[:, k].add_(t[:, i], alpha=coefficient)
-            return out
-        return apply
+    three = shape if batched else (*shape, 1)  # [rows, I, rest]
 
-    def apply_rows(t: torch.Tensor) -> torch.Tensor:
-        t = t.reshape(shape)  # [rows, I]
-        out = t.sum(1, keepdim=True).mul_(scale).expand(-1, size).contiguous()
+    def apply(t: torch.Tensor) -> torch.Tensor:
+        t = t.reshape(three)
+        out = t.sum(1, keepdim=True).mul_(scale).expand(-1, size, -1).contiguous()
         for k, i, coefficient in border:
             out[:, k].add_(t[:, i], alpha=coefficient)
-        return out
-    return apply_rows
+        return out if batched else out.squeeze(-1)
+    return apply

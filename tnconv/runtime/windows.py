@@ -233,6 +233,30 @@ class _Phases:
         return out
 
 
+def _row_weights(step: ShiftTap, w: torch.Tensor, lead_shape: tuple[int, ...]) -> torch.Tensor:
+    """The depthwise weight as [taps, rows]: each row's scale for each tap."""
+    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
+    return weight.expand(*lead_shape, -1).reshape(prod(lead_shape), -1).T.contiguous()
+
+
+def _tap_by_tap(out: torch.Tensor, weight: torch.Tensor, taps: int,
+                read: Callable[[int, int, int], torch.Tensor]) -> torch.Tensor:
+    """out[rows, …] = Σ_t weight[t, row] · read(t, start, count), in blocks of rows that stay
+    in cache over all the taps (`read` gives tap t's data for rows start:start + count)."""
+    rows, ones = out.shape[0], (1,) * (out.dim() - 1)
+    block = max(1, _BLOCK_BYTES // (2 * out[0].numel() * out.element_size()))
+    for start in range(0, rows, block):
+        count = min(block, rows - start)
+        acc = out[start:start + count]
+        for t in range(taps):
+            data, scale = read(t, start, count), weight[t, start:start + count].view(count, *ones)
+            if t == 0:
+                torch.mul(data, scale, out=acc)
+            else:
+                acc.addcmul_(data, scale)
+    return out
+
+
 def _shift_tap_phases(step: ShiftTap, v: torch.Tensor, w: torch.Tensor,
                       phases: _Phases) -> torch.Tensor:
     """Depthwise taps on strided windows: the input split by phase once, then per block of
@@ -242,20 +266,13 @@ def _shift_tap_phases(step: ShiftTap, v: torch.Tensor, w: torch.Tensor,
     flat = [prod(phases.extents[d + 1:]) for d in range(len(phases.extents))]
     length = sum((o - 1) * f for o, f in zip(grid.outputs, flat)) + 1
     split = phases.split(v).view(len(phases.phases), rows, block_size)
-    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
-    weight = weight.expand(*grid.lead_shape, -1).reshape(rows, -1).T.contiguous()
-    out = v.new_empty(rows, length)
-    block = max(1, _BLOCK_BYTES // (2 * length * v.element_size()))
-    for start in range(0, rows, block):
-        count = min(block, rows - start)
-        acc = out[start:start + count]
-        for t, (p, shift) in enumerate(phases.taps):
-            data = split[p, start:start + count, shift:shift + length]
-            scale = weight[t, start:start + count, None]
-            if t == 0:
-                torch.mul(data, scale, out=acc)
-            else:
-                acc.addcmul_(data, scale)
+
+    def read(t: int, start: int, count: int) -> torch.Tensor:
+        p, shift = phases.taps[t]
+        return split[p, start:start + count, shift:shift + length]
+
+    out = _tap_by_tap(v.new_empty(rows, length), _row_weights(step, w, grid.lead_shape),
+                      len(phases.taps), read)
     positions = out.as_strided((rows, *grid.outputs), (length, *flat))
     return positions.reshape(*grid.lead_shape, *grid.outputs).permute(step.permutation)
 
@@ -264,23 +281,12 @@ def _shift_tap_grid(step: ShiftTap, v: torch.Tensor, w: torch.Tensor,
                     grid: _Grid) -> torch.Tensor:
     """Depthwise taps on strided windows: per block of rows, one multiply-add per tap of its
     grid of positions, read in place."""
-    rows, positions = prod(grid.lead_shape), prod(grid.outputs)
-    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
-    weight = weight.expand(*grid.lead_shape, -1).reshape(rows, -1).T.contiguous()
-    out = v.new_empty(rows, *grid.outputs)
-    block = max(1, _BLOCK_BYTES // (2 * positions * v.element_size()))
-    ones = (1,) * len(grid.outputs)
-    for start in range(0, rows, block):
-        count = min(block, rows - start)
-        acc = out[start:start + count]
-        for t, offset in enumerate(grid.offsets):
-            data = v.as_strided((count, *grid.outputs), (grid.row_stride, *grid.o_strides),
-                                offset + start * grid.row_stride)
-            scale = weight[t, start:start + count].view(count, *ones)
-            if t == 0:
-                torch.mul(data, scale, out=acc)
-            else:
-                acc.addcmul_(data, scale)
+    def read(t: int, start: int, count: int) -> torch.Tensor:
+        return v.as_strided((count, *grid.outputs), (grid.row_stride, *grid.o_strides),
+                            grid.offsets[t] + start * grid.row_stride)
+
+    out = _tap_by_tap(v.new_empty(prod(grid.lead_shape), *grid.outputs),
+                      _row_weights(step, w, grid.lead_shape), len(grid.offsets), read)
     return out.view(*grid.lead_shape, *grid.outputs).permute(step.permutation)
 
 
@@ -364,17 +370,11 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
 def _shift_tap(step: ShiftTap, v: torch.Tensor, w: torch.Tensor, runs: _Runs) -> torch.Tensor:
     row_stride = runs.row_stride()
     rows, length = prod(runs.lead_shape), runs.length
-    weight = w.permute(step.weight_permutation).reshape(step.weight_shape)
-    weight = weight.expand(*runs.lead_shape, -1).reshape(rows, -1).T.contiguous()
-    out = v.new_empty(rows, length)
-    block = max(1, _BLOCK_BYTES // (2 * length * v.element_size()))
-    for start in range(0, rows, block):
-        count = min(block, rows - start)
-        acc = out[start:start + count]
-        for t, offset in enumerate(runs.offsets):
-            data = v.as_strided((count, length), (row_stride, 1), offset + start * row_stride)
-            if t == 0:
-                torch.mul(data, weight[0, start:start + count, None], out=acc)
-            else:
-                acc.addcmul_(data, weight[t, start:start + count, None])
+
+    def read(t: int, start: int, count: int) -> torch.Tensor:
+        return v.as_strided((count, length), (row_stride, 1),
+                            runs.offsets[t] + start * row_stride)
+
+    out = _tap_by_tap(v.new_empty(rows, length), _row_weights(step, w, runs.lead_shape),
+                      len(runs.offsets), read)
     return runs.positions(out, runs.lead_shape).permute(step.permutation)

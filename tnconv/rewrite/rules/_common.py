@@ -29,7 +29,7 @@ from tnconv.ir.network import Network, Tensor
 from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Pad, Slice, View, ViewStep
 
-__all__ = ["Site", "sites", "gathered_by", "scatters", "view_data_leg", "canonical_steps",
+__all__ = ["Site", "sites", "gathered_by", "scatters", "data_scatter", "view_data_leg", "canonical_steps",
            "canonical_pattern", "canonicalize", "rename_index", "drop_from_output", "add_view"]
 
 
@@ -79,6 +79,20 @@ def scatters(net: Network, site: Site) -> bool:
     """The site's input leg is an output index carried by no other tensor."""
     others = net.carriers(site.i, exclude=(site.tensor.name,))
     return site.i in net.output and not others
+
+
+def data_scatter(net: Network, site: Site) -> bool:
+    """A zero-padded site that scatters, whose k and o legs are no outputs and are carried by
+    data (no constant, no selection): a rule may view those legs on their carriers."""
+    if site.pattern.mode != "zeros" or not scatters(net, site):
+        return False
+    if site.k in net.output or site.o in net.output:
+        return False
+    for leg in (site.k, site.o):
+        others = net.carriers(leg, exclude=(site.tensor.name,))
+        if not others or any(t.is_constant or is_sampling(t) for t in others):
+            return False
+    return True
 
 
 def add_view(net: Network, tensor: Tensor, steps: tuple[ViewStep, ...],

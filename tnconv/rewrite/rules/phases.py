@@ -32,9 +32,8 @@ from __future__ import annotations
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Flip, Pad, SplitLeg
-from tnconv.rewrite.rules._common import Site, add_view, scatters, sites
+from tnconv.rewrite.rules._common import Site, add_view, data_scatter, sites
 from tnconv.spec.index_pattern import IndexPattern
 
 __all__ = ["stride_phases"]
@@ -42,15 +41,9 @@ __all__ = ["stride_phases"]
 
 def _applies(net: Network, site: Site) -> bool:
     p = site.pattern
-    if p.mode != "zeros" or p.dilation != 1 or p.stride < 2 or p.kernel_size <= p.stride:
+    if p.dilation != 1 or p.stride < 2 or p.kernel_size <= p.stride:
         return False  # K <= S: one tap per phase already (and F itself is such a pattern)
-    if not scatters(net, site) or site.k in net.output or site.o in net.output:
-        return False
-    for leg in (site.k, site.o):
-        others = net.carriers(leg, exclude=(site.tensor.name,))
-        if not others or any(t.is_constant or is_sampling(t) for t in others):
-            return False
-    return True
+    return data_scatter(net, site)
 
 
 def _fresh(net: Network, base: str) -> str:

@@ -26,9 +26,8 @@ from typing import Optional
 
 from tnconv.spec.index_pattern import IndexPattern
 from tnconv.ir.network import Network, Tensor
-from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Dilate, Flip
-from tnconv.rewrite.rules._common import Site, add_view, scatters, sites
+from tnconv.rewrite.rules._common import add_view, data_scatter, sites
 
 __all__ = ["scatter_to_gather"]
 
@@ -42,22 +41,10 @@ def _gather_pattern(p: IndexPattern) -> IndexPattern:
                         output_size=p.input_size, mode="zeros")
 
 
-def _applies(net: Network, site: Site) -> bool:
-    if site.pattern.mode != "zeros" or not scatters(net, site):
-        return False
-    if site.k in net.output or site.o in net.output:
-        return False
-    for leg in (site.k, site.o):
-        others = net.carriers(leg, exclude=(site.tensor.name,))
-        if not others or any(t.is_constant or is_sampling(t) for t in others):
-            return False
-    return True
-
-
 def scatter_to_gather(net: Network) -> Optional[Network]:
     """Replace a scattering zero-padded pattern by the gathering one (flip k, dilate o)."""
     for site in sites(net):
-        if not _applies(net, site):
+        if not data_scatter(net, site):
             continue
         p = site.pattern
         tensors = []
