@@ -294,3 +294,17 @@ def test_a_strided_depthwise_scatter_runs_per_phase():
 def test_scatter_to_gather_only_on_zero_padded_scatters(op, spec):
     net, _, _ = case(op, batch=2, **{**C, **spec})
     assert scatter_to_gather(net) is None
+
+
+def test_legs_of_a_window_view_merge_only_where_the_view_allows():
+    """A 1x3x3 kernel in 3d: the frame leg and the window starts of the padded rows travel
+    together, but the padded rows lie between them, so merging them would copy the windows
+    whole. They stay apart, and the result is torch's."""
+    spec = ConvSpec(3, 4, (1, 3, 3), input_size=(4, 6, 5), padding=(0, 1, 1))
+    compiled = tnconv.compile("forward", spec, strategy="tn", batch_size=2)
+    (argument, _) = compiled.schedule().arguments
+    after_windows = argument.view.describe().split("window", 1)[1]
+    assert "reshape" not in after_windows
+    x, w = rand(2, 3, 4, 6, 5), rand(4, 3, 1, 3, 3)
+    expected = torch.nn.functional.conv3d(x, w, padding=(0, 1, 1))
+    assert_close(compiled(x, w), expected)

@@ -13,6 +13,7 @@ from typing import Optional
 
 import numpy as np
 
+from tnconv.ir.layout import view_strides
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.selection import is_sampling
 from tnconv.ir.views import Reshape
@@ -74,11 +75,23 @@ def _adjacent(legs: tuple[str, ...], a: str, b: str) -> bool:
     return a in legs and legs.index(a) + 1 < len(legs) and legs[legs.index(a) + 1] == b
 
 
+def _merges_in_place(t: Tensor, a: str) -> bool:
+    """Leg a and the next leg of t's view merge without a copy (a window view's output leg
+    and the leg before it do not: the padded rows between them are no part of the view,
+    and merging them copied I3D's 1x3x3 windows whole, 9x its input)."""
+    if t.view is None:
+        return True
+    layout = t.view.layout()
+    at = t.indices.index(a)
+    merged = layout.shape[:at] + (layout.shape[at] * layout.shape[at + 1],) + layout.shape[at + 2:]
+    return view_strides(layout.shape, layout.strides, merged) is not None
+
+
 def _travel_together(net: Network, a: str, b: str) -> bool:
     carriers = set(net.carriers(a)) | set(net.carriers(b))
     if not carriers or any(t.is_constant for t in carriers):
         return False
-    if not all(_adjacent(t.indices, a, b) for t in carriers):
+    if not all(_adjacent(t.indices, a, b) and _merges_in_place(t, a) for t in carriers):
         return False
     return _adjacent(net.output, a, b) or (a not in net.output and b not in net.output)
 
