@@ -133,6 +133,14 @@ _LIST = (
           padding=1),
     Layer("unet_up", "U-Net up-convolution ConvTranspose 2×2/2", 128, 64, 2, (64, 64), batch=2,
           stride=2, transposed=True),
+    # Added to check the stride-phase split and the matmul copy layouts on layers they were
+    # not tuned on.
+    Layer("mobilenetv2_dw_s2", "MobileNetV2 stage 2 depthwise 3×3/2", 96, 96, 3, (112, 112),
+          batch=4, stride=2, padding=1, groups=96),
+    Layer("tcn_dilated", "TCN residual block conv1d 5, dilation 4", 64, 64, 5, (4000,),
+          batch=4, padding=8, dilation=4),
+    Layer("i3d_1x3x3", "I3D / S3D separable 1×3×3", 64, 64, (1, 3, 3), (8, 56, 56), batch=2,
+          padding=(0, 1, 1)),
 )
 
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in _LIST}
