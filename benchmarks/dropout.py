@@ -69,7 +69,8 @@ def _mask(layer: Layer, leg: str, sample: Sample, x: torch.Tensor,
           g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x and g with a fresh draw's weights multiplied in (zero off the kept subset)."""
     spec = layer.spec()
-    legs = sampled_legs("weight_vjp", spec, layer.batch, leg)
+    dims = sample.spatial_dims if leg == "spatial" else "all"
+    legs = sampled_legs("weight_vjp", spec, layer.batch, leg, dims)
     counts, index, weights = draw(sample, [size for _, size in legs])
     factors, start = {}, 0
     for (name, size), count in zip(legs, counts):

@@ -49,13 +49,15 @@ def _wrong_draws(compiled, sample, tensors, legs):
     return draws
 
 
-@pytest.mark.parametrize("leg, route", [("spatial", "sliced"), ("spatial", "masked"),
-                                        ("channel", "auto")])
+@pytest.mark.parametrize("leg, route, dims", [
+    ("spatial", "sliced", (0,)), ("spatial", "sliced", (1,)), ("spatial", "sliced", "all"),
+    ("spatial", "masked", (0,)), ("spatial", "masked", "all"), ("channel", "auto", (0,))])
 @pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
-def test_sampled_weight_vjp_is_unbiased_and_the_unscaled_one_is_not(leg, route, scheme):
+def test_sampled_weight_vjp_is_unbiased_and_the_unscaled_one_is_not(leg, route, dims, scheme):
     x, g = rand(2, 4, 6, 5), rand(2, 3, 6, 5)
     exact = tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC)
-    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(), scheme=scheme, route=route)
+    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(), scheme=scheme, route=route,
+                           spatial_dims=dims)
     draws = [tnconv.conv_weight_vjp(x, (3, 4, 3, 3), g, **SPEC, sample=sample)
              for _ in range(DRAWS)]
     assert unbiased(draws, exact)
@@ -132,6 +134,69 @@ def test_channel_draws_run_torchs_kernel_on_the_kept_channels(scheme, shape, siz
     assert_close(results[0], results[1])
 
 
+@pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
+@pytest.mark.parametrize("shape, size, options, dims", [
+    ((2, 4, 9, 8), (4, 2, 3, 3), dict(padding=1, groups=2), (0,)),
+    ((2, 3, 11, 10), (4, 3, 3, 2), dict(padding=(1, 2), stride=(2, 1), dilation=(1, 2)), (0,)),
+    ((2, 3, 11, 10), (4, 3, 3, 2), dict(padding=(1, 2), stride=(2, 1), dilation=(1, 2)), (1,)),
+    ((1, 4, 6, 5, 4), (2, 2, 2, 3, 2), dict(padding=1, groups=2), (2,)),
+    ((2, 3, 7, 6), (3, 3, 3, 3), dict(padding=2, padding_mode="reflect", stride=2), (0,)),
+    ((2, 4, 5, 4), (4, 3, 3, 3), dict(stride=2, padding=1, output_padding=1, groups=2,
+                                      transposed=True), (0,)),
+    ((2, 4, 5, 4), (4, 3, 2, 3), dict(stride=(1, 2), padding=(0, 1), output_padding=(0, 1),
+                                      dilation=(2, 1), transposed=True), (1,)),
+])
+def test_spatial_draws_of_one_dim_run_torchs_kernel_on_the_strips(scheme, shape, size, options,
+                                                                  dims, monkeypatch):
+    """With strategy "auto" a spatial draw of one dim is torch's weight-gradient kernel on
+    the strips the kept positions read, stacked along the batch: the same estimate, draw
+    for draw, as the sliced network on the tensor-network route."""
+    import tnconv.runtime.native as native
+
+    calls = []
+    kernel = native.sampled_weight_vjp
+    monkeypatch.setattr(native, "sampled_weight_vjp",
+                        lambda *a: calls.append(1) or kernel(*a))
+    tnconv.clear_caches()
+    x, options = rand(*shape), dict(options)
+    transposed = options.pop("transposed", False)
+    out_channels = size[1] * options.get("groups", 1) if transposed else size[0]
+    spec = tnconv.ConvSpec(shape[1], out_channels, size[2:], input_size=shape[2:],
+                           transposed=transposed, **options)
+    g = rand(shape[0], out_channels, *spec.output_size)
+    vjp = tnconv.conv_transpose_weight_vjp if transposed else tnconv.conv_weight_vjp
+    results = [vjp(x, size, g, **options, strategy=strategy, sample=tnconv.Sample(
+        "spatial", 0.5, scheme=scheme, generator=_generator(9), spatial_dims=dims,
+        route="sliced")) for strategy in ("auto", "tn")]
+    assert calls == [1]
+    assert_close(results[0], results[1])
+
+
+@pytest.mark.parametrize("shape, size, options, dims", [
+    ((2, 4, 9), (6, 2, 3), dict(padding=1, groups=2), (0,)),  # 1d: nothing left to slide
+    ((2, 4, 9, 8), (4, 1, 3, 3), dict(padding=1, groups=4), (0,)),  # depthwise
+    ((2, 4, 9, 8), (4, 2, 3, 3), dict(padding=1, groups=2), "all"),  # two sliced dims
+])
+def test_strips_stay_off_where_torchs_kernel_on_them_is_slower(shape, size, options, dims,
+                                                               monkeypatch):
+    import tnconv.runtime.native as native
+
+    calls = []
+    kernel = native.sampled_weight_vjp
+    monkeypatch.setattr(native, "sampled_weight_vjp",
+                        lambda *a: calls.append(a[1]) or kernel(*a))
+    tnconv.clear_caches()
+    x = rand(*shape)
+    spec = tnconv.ConvSpec(shape[1], size[0], size[2:], input_size=shape[2:], **options)
+    g = rand(shape[0], size[0], *spec.output_size)
+    sample = tnconv.Sample("spatial", 0.5, generator=_generator(3), spatial_dims=dims,
+                           route="sliced")
+    results = [tnconv.conv_weight_vjp(x, size, g, **options, strategy=strategy,
+                                      sample=sample) for strategy in ("auto", "tn")]
+    assert all(native.sampled_weight_vjp_applies(spec, o) is False for o in calls)
+    assert results[0].shape == results[1].shape == size
+
+
 def test_transposed_routes_mask_the_input():
     """A transposed convolution's spatial leg is its input's positions: both routes agree."""
     x, g = rand(2, 4, 5, 4), rand(2, 6, 10, 8)
@@ -164,12 +229,15 @@ def test_auto_route_masks_where_slicing_costs_more_than_it_saves():
     assert forced.route() == "sliced" and "(asked)" in forced.explain()
 
 
-@pytest.mark.parametrize("leg, scheme", [("spatial", "fixed"), ("batch", "bernoulli")])
-def test_sampled_kfc_is_unbiased_and_the_unscaled_one_is_not(leg, scheme):
+@pytest.mark.parametrize("leg, scheme, dims", [("spatial", "fixed", (0,)),
+                                              ("spatial", "bernoulli", "all"),
+                                              ("batch", "bernoulli", (0,))])
+def test_sampled_kfc_is_unbiased_and_the_unscaled_one_is_not(leg, scheme, dims):
     conv = torch.nn.Conv2d(4, 6, 3, padding=1, groups=2, bias=False).double().to(DEVICE)
     x = rand(5, 4, 6, 5)
     exact = tnconv.kfc(conv, x)
-    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(2), scheme=scheme)
+    sample = tnconv.Sample(leg, keep=0.5, generator=_generator(2), scheme=scheme,
+                           spatial_dims=dims)
     assert unbiased([tnconv.kfc(conv, x, sample=sample) for _ in range(DRAWS)], exact)
     spec = tnconv.ConvSpec(4, 6, 3, input_size=(6, 5), padding=1, groups=2)
     compiled = tnconv.compile("kfc", spec, sample=sample)
@@ -281,7 +349,11 @@ def test_bernoulli_draws_are_padded_to_a_few_buckets():
 
 def test_explain_render_and_export_of_a_sampled_compile(tmp_path):
     spec = tnconv.ConvSpec(3, 4, 3, input_size=(8, 8), padding=1)
-    sample = tnconv.Sample("spatial", keep=0.25, scheme="fixed")
+    rows = tnconv.compile("weight_vjp", spec, batch_size=2,
+                          sample=tnconv.Sample("spatial", keep=0.25, scheme="fixed"))
+    assert "slices o1 (8), each leg kept with probability 0.25" in rows.explain()
+    assert "typical  counts (2,)" in rows.explain()
+    sample = tnconv.Sample("spatial", keep=0.25, scheme="fixed", spatial_dims="all")
     compiled = tnconv.compile("weight_vjp", spec, sample=sample, batch_size=2)
     text = compiled.explain()
     assert "sample" in text and "o1 (8), o2 (8)" in text and "typical  counts (4, 4)" in text
@@ -308,6 +380,12 @@ def test_bad_samples_are_errors_naming_the_argument():
         tnconv.Sample("spatial", 0.5, generator=3)
     with pytest.raises(tnconv.TNConvError, match="route.*'auto', 'sliced', 'masked'"):
         tnconv.Sample("spatial", 0.5, route="dense")
+    for dims in [(), (-1,), (0, 0), "rows", (0.5,), (True,)]:
+        with pytest.raises(tnconv.TNConvError, match="'spatial_dims'.*distinct spatial dims"):
+            tnconv.Sample("spatial", 0.5, spatial_dims=dims)
+    with pytest.raises(tnconv.TNConvError, match="'spatial_dims'.*below 2"):
+        tnconv.conv_weight_vjp(rand(1, 2, 4, 4), (2, 2, 3, 3), rand(1, 2, 2, 2),
+                               sample=tnconv.Sample("spatial", 0.5, spatial_dims=(2,)))
     with pytest.raises(tnconv.TNConvError, match="sample.*only a weight VJP's spatial leg"):
         tnconv.conv_weight_vjp(rand(1, 2, 5), (2, 2, 3), rand(1, 2, 3),
                                sample=tnconv.Sample("channel", 0.5, route="masked"))

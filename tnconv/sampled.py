@@ -15,8 +15,10 @@ VJP's spatial draw therefore runs, where the cost model prices the sliced
 network at no less than the exact one, the exact operation on the cotangent (the
 input, for a transposed convolution) times the draw's rescaled mask: the same
 estimate, at the exact operation's cost. `route()` and `explain()` say which.
-With strategy "auto" a channel draw of a convolution's weight VJP runs the sampled
-operation's native route: torch's weight-gradient kernel on the kept channels.
+With strategy "auto" a channel draw of a convolution's weight VJP, and a spatial draw
+of one dim that leaves a convolution over the others, run the sampled operation's
+native route: torch's weight-gradient kernel on the kept channels, or on the strips
+the kept rows read (`tnconv.runtime.native.sampled_weight_vjp`).
 
 >>> import torch, tnconv
 >>> spec = tnconv.ConvSpec(3, 4, kernel_size=3, input_size=(8, 8), padding=1)
@@ -25,7 +27,7 @@ operation's native route: torch's weight-gradient kernel on the kept channels.
 >>> vjp(torch.rand(2, 3, 8, 8), torch.rand(2, 4, 8, 8)).shape
 torch.Size([4, 3, 3, 3])
 >>> sorted(t.name for t in vjp.input_network().tensors if t.role == "selection")
-['R_o1[V]', 'R_o1[Π1]', 'R_o2[V]', 'R_o2[Π2]']
+['R_o1[V]', 'R_o1[Π1]']
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from tnconv.compiler import Compiled
 from tnconv.errors import argument_error
 from tnconv.ir.network import Network
 from tnconv.lower import EinsumProgram, Schedule
-from tnconv.ops.sampling import LEGS, SAMPLED, sampled_legs
+from tnconv.ops.sampling import LEGS, SAMPLED, check_spatial_dims, sampled_legs
 from tnconv.sampling import Sample, draw, typical_counts
 from tnconv.spec.conv_spec import ConvSpec
 
@@ -84,6 +86,9 @@ class SampledCompiled:
         self.spec, self.options = exact.spec, exact.options
         self.operation = exact.operation
         self._sampled = SAMPLED[exact.operation.name]
+        self._spatial_dims = check_spatial_dims(f"compile({exact.operation.name!r})",
+                                                sample.spatial_dims, self.spec.ndim) \
+            if sample.leg == "spatial" else "all"
         self._by_counts: dict[tuple[int, ...], Compiled] = {}
         self._masked: dict[tuple[tuple[int, ...], int], int] = {}
 
@@ -94,7 +99,8 @@ class SampledCompiled:
     def legs(self, batch_size: Optional[int] = None) -> tuple[tuple[str, int], ...]:
         """(name, size) of each leg a draw slices (at `batch_size`, default `.batch_size`)."""
         batch = self.exact.batch_size if batch_size is None else batch_size
-        return sampled_legs(self.operation.name, self.spec, batch, self.sample.leg)
+        return sampled_legs(self.operation.name, self.spec, batch, self.sample.leg,
+                            self._spatial_dims)
 
     def compiled_for(self, counts: tuple[int, ...]) -> Compiled:
         """The sampled operation for a draw keeping `counts` indices of each sliced leg."""
@@ -103,7 +109,8 @@ class SampledCompiled:
         return kept(self._by_counts, tuple(counts), lambda: compile(
             self._sampled.name, self.spec, strategy=self.exact.strategy,
             rewrite=self.exact.rewrite, batch_size=self.exact.batch_size,
-            leg=self.sample.leg, counts=tuple(counts), **self.options), keep=64)
+            leg=self.sample.leg, counts=tuple(counts), spatial_dims=self._spatial_dims,
+            **self.options), keep=64)
 
     @property
     def typical(self) -> Compiled:

@@ -9,10 +9,19 @@ network, rescaled so that the estimate is unbiased:
 
 Each index is then kept with probability q and weighed 1/q (in expectation), so
 the mean of the estimates is the exact result, whatever the operation (it is
-linear in each sampled sum). Legs are sampled independently: with N sliced legs
-(the N spatial legs of an N-d output), each keeps q = keep ** (1/N), so the kept
-share of positions is `keep`. The estimator's variance grows like 1/keep (the
+linear in each sampled sum). The estimator's variance grows like 1/keep (the
 (1/q − 1)-weighted sum of squared terms, per leg).
+
+The spatial leg of an N-d convolution is N legs (o1 … oN). `spatial_dims` says
+which are sliced: by default only the leading one (rows in 2d, frames in 3d),
+each index kept with q = keep; `spatial_dims="all"` (or a tuple of dims) slices
+several, independently, each with q = keep ** (1/count), so the kept share of
+positions is `keep` either way. Slicing one leg leaves a convolution over the
+other dims, which runs at full speed on fewer rows; slicing every leg gathers
+each kept window on its own, which costs more than the exact VJP saves on most
+layers. A whole row shares one draw, so its terms are dropped together: at the
+same `keep` the variance is larger than with independent positions (by at most
+the row's length, where the row's terms all point the same way).
 
 The subset is drawn per call, from `generator` or torch's global generator
 (`torch.manual_seed` makes a run reproducible). With "bernoulli" the number
@@ -25,6 +34,8 @@ most 17 compiled programs; with "fixed" it is one.
 >>> counts, indices, weights = draw(sample, (8, 6))      # two legs: q = 0.5 each
 >>> counts, indices.shape, weights.tolist()[:4]
 ((4, 3), torch.Size([7]), [2.0, 2.0, 2.0, 2.0])
+>>> Sample("spatial", keep=0.5).spatial_dims, Sample("spatial", 0.5, spatial_dims="all").spatial_dims
+((0,), 'all')
 """
 
 from __future__ import annotations
@@ -32,11 +43,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil, isfinite
 from numbers import Real
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
 
 from tnconv.errors import argument_error
+from tnconv.ops.sampling import check_spatial_dims
 
 __all__ = ["Sample", "LEGS", "SCHEMES", "ROUTES", "draw", "typical_counts", "bucket"]
 
@@ -56,14 +68,16 @@ class Sample:
     """Sample leg `leg` ("spatial", "channel" or "batch"), keeping a share `keep` in (0, 1]
     by `scheme` ("bernoulli" or "fixed"), drawing from `generator` (a `torch.Generator`,
     or None for torch's global one), evaluated by `route` ("auto", "sliced" or "masked",
-    `ROUTES`: the estimate is the same, only its cost differs). See the module docstring
-    for the statistics."""
+    `ROUTES`: the estimate is the same, only its cost differs). A spatial sample slices
+    the spatial dims `spatial_dims` (0-based; default the leading one, "all" for every
+    one; ignored by the other legs). See the module docstring for the statistics."""
 
     leg: str
     keep: float
     generator: Optional[torch.Generator] = None
     scheme: str = "bernoulli"
     route: str = "auto"
+    spatial_dims: Union[str, tuple[int, ...]] = (0,)
 
     def __post_init__(self) -> None:
         op = "tnconv.Sample"
@@ -79,6 +93,7 @@ class Sample:
             raise argument_error(op, "route", self.route, ", ".join(repr(r) for r in ROUTES))
         if self.generator is not None and not isinstance(self.generator, torch.Generator):
             raise argument_error(op, "generator", self.generator, "None or a torch.Generator")
+        object.__setattr__(self, "spatial_dims", check_spatial_dims(op, self.spatial_dims))
 
     def per_leg(self, legs: int) -> float:
         """The keep probability of each of `legs` independently sliced legs."""
@@ -87,8 +102,10 @@ class Sample:
     def __repr__(self) -> str:
         source = "" if self.generator is None else ", generator=<torch.Generator>"
         route = "" if self.route == "auto" else f", route={self.route!r}"
+        dims = ("" if self.spatial_dims == (0,) or self.leg != "spatial"
+                else f", spatial_dims={self.spatial_dims!r}")
         return (f"Sample(leg={self.leg!r}, keep={self.keep!r}, scheme={self.scheme!r}"
-                f"{route}{source})")
+                f"{route}{dims}{source})")
 
 
 def bucket(kept: int, size: int) -> int:

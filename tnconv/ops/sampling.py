@@ -23,7 +23,9 @@ transform, so they rewrite, lower and schedule like any other:
   the batch leg n.
 
 `counts` are the kept sizes, one per sliced leg (`sampled_legs`); legs of size 1
-are never sliced. The caller's arguments are the operation's data, then one
+are never sliced. `spatial_dims` ("all", or a tuple of 0-based spatial dims) says
+which spatial legs `leg="spatial"` slices (`tnconv.Sample` passes its own, by
+default the leading one). The caller's arguments are the operation's data, then one
 integer vector of all legs' indices (role "selection", leg after leg) and one
 float vector of their weights (role "weights").
 
@@ -54,7 +56,8 @@ from tnconv.ops.kfac import (REDUCTIONS, STRUCTURES, _FACTOR_DEFAULTS, factor_sh
 from tnconv.ops.registry import Operation, register
 from tnconv.spec.conv_spec import ConvSpec
 
-__all__ = ["sample_legs", "sampled_legs", "sampling_of", "exact_network", "SAMPLED", "EXACT",
+__all__ = ["sample_legs", "sampled_legs", "check_spatial_dims", "sampling_of", "exact_network",
+           "SAMPLED", "EXACT",
            "SampledOperation", "LEGS"]
 
 #: The legs each sampled operation can slice.
@@ -75,6 +78,21 @@ SAMPLED = {"weight_vjp": SampledOperation("sampled_weight_vjp", 1),
            "kfc": SampledOperation("sampled_kfc", 2)}
 #: Sampled operation -> the exact one.
 EXACT = {sampled.name: op for op, sampled in SAMPLED.items()}
+
+
+def check_spatial_dims(operation: str, dims: Any,
+                       ndim: Optional[int] = None) -> Any:
+    """`dims` as "all" or a sorted tuple of distinct spatial dims (each below `ndim` where
+    given), else a `TNConvError` naming `operation`."""
+    if dims == "all":
+        return "all"
+    allowed = '"all" or a non-empty tuple of distinct spatial dims (0-based ints' + (
+        f" below {ndim})" if ndim is not None else ")")
+    if isinstance(dims, (list, tuple)) and dims and all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0
+            and (ndim is None or d < ndim) for d in dims) and len(set(dims)) == len(dims):
+        return tuple(sorted(dims))
+    raise argument_error(operation, "spatial_dims", dims, allowed)
 
 
 def _fresh(net: Network, name: str, taken: set[str]) -> str:
@@ -146,28 +164,34 @@ def _pattern_out_legs(spec: ConvSpec) -> tuple[str, ...]:
     return spatial("i" if spec.transposed else "o", spec)
 
 
-def _leg_names(op: str, spec: ConvSpec, leg: str) -> tuple[str, ...]:
+def _leg_names(op: str, spec: ConvSpec, leg: str,
+               spatial_dims: Any = "all") -> tuple[str, ...]:
+    where = f"compile({SAMPLED[op].name!r})"
     if leg not in LEGS[op]:
-        raise argument_error(f"compile({SAMPLED[op].name!r})", "leg", leg,
-                             ", ".join(repr(name) for name in LEGS[op]))
+        raise argument_error(where, "leg", leg, ", ".join(repr(name) for name in LEGS[op]))
     if leg == "spatial":
-        return _pattern_out_legs(spec) if op == "weight_vjp" else spatial("o", spec)
+        names = _pattern_out_legs(spec) if op == "weight_vjp" else spatial("o", spec)
+        dims = check_spatial_dims(where, spatial_dims, spec.ndim)
+        return names if dims == "all" else tuple(names[d] for d in dims)
     return ("c_in",) if leg == "channel" else ("n",)
 
 
 @lru_cache(maxsize=1024)
-def sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str) -> tuple[tuple[str, int], ...]:
+def sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str,
+                 spatial_dims: Any = "all") -> tuple[tuple[str, int], ...]:
     """(name, size) of each leg that `leg` of exact operation `op` ("weight_vjp" or "kfc")
-    slices: those of size above 1 (nothing is left to drop from a leg of size 1)."""
+    slices: those of size above 1 (nothing is left to drop from a leg of size 1); a
+    spatial leg only along `spatial_dims` ("all", or a tuple of 0-based spatial dims)."""
     forward = forward_network(spec, batch)
     sizes = dict(forward.sizes)
-    return tuple((name, sizes[name]) for name in _leg_names(op, spec, leg)
+    return tuple((name, sizes[name]) for name in _leg_names(op, spec, leg, spatial_dims)
                  if sizes.get(name, 1) > 1)
 
 
-def _counts(op: str, spec: ConvSpec, batch: int, leg: str, counts: Any) -> tuple[int, ...]:
+def _counts(op: str, spec: ConvSpec, batch: int, leg: str, counts: Any,
+            spatial_dims: Any = "all") -> tuple[int, ...]:
     """`counts` checked against the legs it slices (None: every index kept)."""
-    legs = sampled_legs(op, spec, batch, leg)
+    legs = sampled_legs(op, spec, batch, leg, spatial_dims)
     if counts is None:
         return tuple(size for _, size in legs)
     ok = (isinstance(counts, tuple) and len(counts) == len(legs)
@@ -191,9 +215,10 @@ def sampling_of(name: str, spec: ConvSpec, batch: int, options: dict) -> tuple:
     """For sampled operation `name` with `options`: (the exact network, the names of the
     legs it slices, their counts, the copies of each sliced tensor)."""
     op = EXACT[name]
-    exact = {k: v for k, v in options.items() if k not in ("leg", "counts")}
-    counts = _counts(op, spec, batch, options["leg"], options["counts"])
-    names = tuple(leg for leg, _ in sampled_legs(op, spec, batch, options["leg"]))
+    exact = {k: v for k, v in options.items() if k not in ("leg", "counts", "spatial_dims")}
+    dims = options.get("spatial_dims", "all")
+    counts = _counts(op, spec, batch, options["leg"], options["counts"], dims)
+    names = tuple(leg for leg, _ in sampled_legs(op, spec, batch, options["leg"], dims))
     return exact_network(op, spec, batch, exact), names, counts, SAMPLED[op].copies
 
 
@@ -202,8 +227,9 @@ def _build(name: str, spec: ConvSpec, batch: int, **options: Any) -> Network:
     return sample_legs(exact, names, counts, copies)
 
 
-def _index_shapes(op: str, spec: ConvSpec, batch: int, leg: str, counts: Any) -> tuple:
-    total = (sum(_counts(op, spec, batch, leg, counts)),)
+def _index_shapes(op: str, spec: ConvSpec, batch: int, leg: str, counts: Any,
+                  spatial_dims: Any) -> tuple:
+    total = (sum(_counts(op, spec, batch, leg, counts, spatial_dims)),)
     return (total, total)
 
 
@@ -211,14 +237,15 @@ register(Operation(
     name="sampled_weight_vjp",
     build=lambda spec, batch, **options: _build("sampled_weight_vjp", spec, batch, **options),
     arguments=("input", "grad_output", SELECTION_ROLE, WEIGHTS_ROLE),
-    argument_shapes=lambda spec, batch, leg, counts, per_sample: (
+    argument_shapes=lambda spec, batch, leg, counts, per_sample, spatial_dims: (
         input_shape(spec, batch), output_shape(spec, batch),
-        *_index_shapes("weight_vjp", spec, batch, leg, counts)),
-    result_shape=lambda spec, batch, leg, counts, per_sample: _weight_vjp_shape(
+        *_index_shapes("weight_vjp", spec, batch, leg, counts, spatial_dims)),
+    result_shape=lambda spec, batch, leg, counts, per_sample, spatial_dims: _weight_vjp_shape(
         spec, batch, per_sample),
     description="weight VJP from a subset of one leg (tensor dropout): selections pick the "
                 "kept indices, weights rescale them",
-    defaults=(("leg", "spatial"), ("counts", None), ("per_sample", False)),
+    defaults=(("leg", "spatial"), ("counts", None), ("per_sample", False),
+              ("spatial_dims", "all")),
     choices=(("leg", LEGS["weight_vjp"]), ("per_sample", (False, True))),
     rewriter=_REWRITER,
     native="tnconv.runtime.native:sampled_weight_vjp",
@@ -228,13 +255,15 @@ register(Operation(
     name="sampled_kfc",
     build=lambda spec, batch, **options: _build("sampled_kfc", spec, batch, **options),
     arguments=("input", SELECTION_ROLE, WEIGHTS_ROLE),
-    argument_shapes=lambda spec, batch, leg, counts, **_: (
-        input_shape(spec, batch), *_index_shapes("kfc", spec, batch, leg, counts)),
-    result_shape=lambda spec, batch, leg, counts, **options: factor_shape(spec, batch,
-                                                                          **options),
+    argument_shapes=lambda spec, batch, leg, counts, spatial_dims, **_: (
+        input_shape(spec, batch), *_index_shapes("kfc", spec, batch, leg, counts,
+                                                 spatial_dims)),
+    result_shape=lambda spec, batch, leg, counts, spatial_dims, **options: factor_shape(
+        spec, batch, **options),
     description="KFC input factor from a subset of output positions or samples (tensor "
                 "dropout); selections pick them, weights rescale",
-    defaults=(("leg", "spatial"), ("counts", None)) + _FACTOR_DEFAULTS,
+    defaults=(("leg", "spatial"), ("counts", None), ("spatial_dims", "all"))
+    + _FACTOR_DEFAULTS,
     choices=(("leg", LEGS["kfc"]), ("reduction", REDUCTIONS["kfc"]), ("structure", STRUCTURES),
              ("group_average", (False, True))),
     rewriter=_REWRITER,

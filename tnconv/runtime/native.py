@@ -143,28 +143,52 @@ def conv_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
 
 
 # ------------------------------------------------------- sampled weight VJP (tensor dropout)
+def _strip_dim(spec: ConvSpec, options: dict) -> int:
+    """The one spatial dim a spatial draw slices where its strips run as torch's kernel,
+    else -1.
+
+    Slicing the spatial leg of one dim leaves a convolution over the others: each kept
+    row (frame, …) reads a strip of K rows, and the strips stacked along the batch are a
+    convolution of output size 1 along the dim. Its work falls with `keep` where the
+    others still form a convolution (N ≥ 2) and a group holds several channels; with
+    nothing left to slide over (1d), or one channel per group (depthwise), torch's kernel
+    on the strips is slower than the exact VJP (measured 1.9-7.6x at keep 0.25 on the
+    suite's 1d and depthwise layers), so the network or the masked route runs instead.
+    """
+    dims = options.get("spatial_dims", "all")
+    sliced = tuple(range(spec.ndim)) if dims == "all" else dims
+    if (len(sliced) != 1 or spec.ndim < 2 or spec.in_channels == spec.groups
+            or (spec.transposed and spec.padding_mode != "zeros")):
+        return -1
+    return sliced[0]
+
+
 def sampled_weight_vjp_applies(spec: ConvSpec, options: dict) -> bool:
     """Whether `sampled_weight_vjp` may have a torch kernel for these options: a channel
-    draw (not per sample).
-
-    The spatial leg has none that pays: its kept windows overlap, so gathering the rows
-    they read copies about twice the input at keep 0.25 in 2d, and torch's kernel then
-    runs at stride K (ResNet's 3x3 at keep 0.25: 11.8 ms against 5.3 ms for the exact VJP).
-    """
-    return (spec.ndim in NATIVE_NDIM and not options.get("per_sample")
-            and options.get("leg") == "channel")
+    draw, or a spatial draw of one dim that leaves a convolution (`_strip_dim`); not per
+    sample."""
+    if spec.ndim not in NATIVE_NDIM or options.get("per_sample"):
+        return False
+    leg = options.get("leg")
+    return leg == "channel" or (leg == "spatial" and _strip_dim(spec, options) >= 0)
 
 
 def sampled_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
                        grad_output: torch.Tensor, index: torch.Tensor,
                        weights: torch.Tensor) -> Any:
-    """The sliced weight VJP of the channel leg as torch's weight-gradient kernel: the kept
-    input channels of every group (of `x`: the input of a transposed convolution too) are a
-    convolution with fewer input channels; its gradient is rescaled and added into zeros at
-    the kept channels, so the work falls with `keep`. NotImplemented where
-    `sampled_weight_vjp_applies` says no, or torch has no kernel for the smaller one."""
+    """The sliced weight VJP as torch's weight-gradient kernel, its work falling with
+    `keep`. NotImplemented where `sampled_weight_vjp_applies` says no, or torch has no
+    kernel for the smaller convolution.
+
+    - Channel leg: the kept input channels of every group (of `x`: the input of a
+      transposed convolution too) are a convolution with fewer input channels; its
+      gradient is rescaled and added into zeros at the kept channels.
+    - Spatial leg of one dim: the strips the kept positions read, stacked along the batch
+      (`_strips`)."""
     if not sampled_weight_vjp_applies(spec, options):
         return NotImplemented
+    if options.get("leg") == "spatial":
+        return _strips(spec, _strip_dim(spec, options), x, grad_output, index, weights)
     groups, per_group = spec.groups, spec.in_channels // spec.groups
     kept = index.numel()
     sliced = x.unflatten(1, (groups, per_group)).index_select(2, index).flatten(1, 2)
@@ -178,6 +202,43 @@ def sampled_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
         return result.flatten(0, 1)
     grad = grad * weights.view(1, -1, *(1,) * spec.ndim)
     return grad.new_zeros(shape).index_add_(1, index, grad)
+
+
+def _batched(t: torch.Tensor, dim: int, kept: int) -> torch.Tensor:
+    """`t` with dim `dim` split as (kept, rest) and the kept part moved into the batch."""
+    t = t.unflatten(dim, (kept, -1)).movedim(dim, 1)
+    return t.flatten(0, 1)
+
+
+def _strips(spec: ConvSpec, d: int, x: torch.Tensor, grad_output: torch.Tensor,
+            index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The weight VJP from the kept positions `index` of spatial dim `d`, rescaled by
+    `weights`: a convolution of the padded data restricted to the K rows each kept
+    position reads (j·stride + t·dilation), the kept positions stacked along the batch,
+    with stride and dilation 1 and output size 1 along `d`.
+
+    A transposed convolution's weight VJP is the weight VJP of the convolution from its
+    cotangent to its input (as `conv_weight_vjp` runs it): the cotangent, zero-padded,
+    is the data, and `index` picks input positions."""
+    if spec.transposed:
+        pads: list[int] = []
+        for left, right in reversed(spec.padding):  # type: ignore[arg-type]
+            pads += [left, right]
+        data, cotangent = F.pad(grad_output, pads), x
+    else:
+        data, cotangent = pad_input(x, spec), grad_output
+    dim, kept, size = d + 2, index.numel(), spec.kernel_size[d]
+    rows = (index[:, None] * spec.stride[d]
+            + torch.arange(size, device=index.device) * spec.dilation[d]).reshape(-1)
+    strips = _batched(data.index_select(dim, rows), dim, kept)
+    scale = weights.view(-1, *(1,) * (cotangent.dim() - dim - 1))
+    picked = _batched(cotangent.index_select(dim, index) * scale, dim, kept)
+    w = _placeholder(grad_output, spec.weight_shape)
+    stride = [1 if e == d else s for e, s in enumerate(spec.stride)]
+    dilation = [1 if e == d else s for e, s in enumerate(spec.dilation)]
+    return torch.ops.aten.convolution_backward(
+        picked, strips, w, None, stride, [0] * spec.ndim, dilation, False,
+        [0] * spec.ndim, spec.groups, [False, True, False])[1]
 
 
 @lru_cache(maxsize=256)
