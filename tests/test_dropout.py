@@ -49,6 +49,29 @@ def _wrong_draws(compiled, sample, tensors, legs):
     return draws
 
 
+def _auto_and_tn(monkeypatch, shape, size, options, sample):
+    """(the options of each call of the native sampled weight VJP, the estimates with
+    strategy "auto" and "tn" of the same draw: `sample()` makes a fresh, seeded Sample for
+    each) for an input of `shape` and a weight of `size` (`options` may say
+    `transposed=True`)."""
+    import tnconv.runtime.native as native
+
+    calls = []
+    kernel = native.sampled_weight_vjp
+    monkeypatch.setattr(native, "sampled_weight_vjp",
+                        lambda *a: calls.append(a[1]) or kernel(*a))
+    tnconv.clear_caches()
+    x, options = rand(*shape), dict(options)
+    transposed = options.pop("transposed", False)
+    out_channels = size[1] * options.get("groups", 1) if transposed else size[0]
+    spec = tnconv.ConvSpec(shape[1], out_channels, size[2:], input_size=shape[2:],
+                           transposed=transposed, **options)
+    g = rand(shape[0], out_channels, *spec.output_size)
+    vjp = tnconv.conv_transpose_weight_vjp if transposed else tnconv.conv_weight_vjp
+    return calls, [vjp(x, size, g, **options, strategy=strategy, sample=sample())
+                   for strategy in ("auto", "tn")]
+
+
 @pytest.mark.parametrize("leg, route, dims", [
     ("spatial", "sliced", (0,)), ("spatial", "sliced", (1,)), ("spatial", "sliced", "all"),
     ("spatial", "masked", (0,)), ("spatial", "masked", "all"), ("channel", "auto", (0,))])
@@ -113,24 +136,9 @@ def test_channel_draws_run_torchs_kernel_on_the_kept_channels(scheme, shape, siz
     """With strategy "auto" a channel draw is torch's weight-gradient kernel of the
     convolution of the kept channels (the operation's native route): the same estimate,
     draw for draw, as the sliced network on the tensor-network route."""
-    import tnconv.runtime.native as native
-
-    calls = []
-    kernel = native.sampled_weight_vjp
-    monkeypatch.setattr(native, "sampled_weight_vjp",
-                        lambda *a: calls.append(1) or kernel(*a))
-    tnconv.clear_caches()
-    x, options = rand(*shape), dict(options)
-    transposed = options.pop("transposed", False)
-    out_channels = size[1] * options.get("groups", 1) if transposed else size[0]
-    spec = tnconv.ConvSpec(shape[1], out_channels, size[2:], input_size=shape[2:],
-                           transposed=transposed, **options)
-    g = rand(shape[0], out_channels, *spec.output_size)
-    vjp = tnconv.conv_transpose_weight_vjp if transposed else tnconv.conv_weight_vjp
-    results = [vjp(x, size, g, **options, strategy=strategy,
-                   sample=tnconv.Sample("channel", 0.5, scheme=scheme, generator=_generator(9)))
-               for strategy in ("auto", "tn")]
-    assert calls == [1]
+    calls, results = _auto_and_tn(monkeypatch, shape, size, options, lambda: tnconv.Sample(
+        "channel", 0.5, scheme=scheme, generator=_generator(9)))
+    assert len(calls) == 1
     assert_close(results[0], results[1])
 
 
@@ -151,24 +159,10 @@ def test_spatial_draws_of_one_dim_run_torchs_kernel_on_the_strips(scheme, shape,
     """With strategy "auto" a spatial draw of one dim is torch's weight-gradient kernel on
     the strips the kept positions read, stacked along the batch: the same estimate, draw
     for draw, as the sliced network on the tensor-network route."""
-    import tnconv.runtime.native as native
-
-    calls = []
-    kernel = native.sampled_weight_vjp
-    monkeypatch.setattr(native, "sampled_weight_vjp",
-                        lambda *a: calls.append(1) or kernel(*a))
-    tnconv.clear_caches()
-    x, options = rand(*shape), dict(options)
-    transposed = options.pop("transposed", False)
-    out_channels = size[1] * options.get("groups", 1) if transposed else size[0]
-    spec = tnconv.ConvSpec(shape[1], out_channels, size[2:], input_size=shape[2:],
-                           transposed=transposed, **options)
-    g = rand(shape[0], out_channels, *spec.output_size)
-    vjp = tnconv.conv_transpose_weight_vjp if transposed else tnconv.conv_weight_vjp
-    results = [vjp(x, size, g, **options, strategy=strategy, sample=tnconv.Sample(
+    calls, results = _auto_and_tn(monkeypatch, shape, size, options, lambda: tnconv.Sample(
         "spatial", 0.5, scheme=scheme, generator=_generator(9), spatial_dims=dims,
-        route="sliced")) for strategy in ("auto", "tn")]
-    assert calls == [1]
+        route="sliced"))
+    assert len(calls) == 1
     assert_close(results[0], results[1])
 
 
@@ -179,21 +173,12 @@ def test_spatial_draws_of_one_dim_run_torchs_kernel_on_the_strips(scheme, shape,
 ])
 def test_strips_stay_off_where_torchs_kernel_on_them_is_slower(shape, size, options, dims,
                                                                monkeypatch):
-    import tnconv.runtime.native as native
+    from tnconv.runtime.native import sampled_weight_vjp_applies
 
-    calls = []
-    kernel = native.sampled_weight_vjp
-    monkeypatch.setattr(native, "sampled_weight_vjp",
-                        lambda *a: calls.append(a[1]) or kernel(*a))
-    tnconv.clear_caches()
-    x = rand(*shape)
     spec = tnconv.ConvSpec(shape[1], size[0], size[2:], input_size=shape[2:], **options)
-    g = rand(shape[0], size[0], *spec.output_size)
-    sample = tnconv.Sample("spatial", 0.5, generator=_generator(3), spatial_dims=dims,
-                           route="sliced")
-    results = [tnconv.conv_weight_vjp(x, size, g, **options, strategy=strategy,
-                                      sample=sample) for strategy in ("auto", "tn")]
-    assert all(native.sampled_weight_vjp_applies(spec, o) is False for o in calls)
+    calls, results = _auto_and_tn(monkeypatch, shape, size, options, lambda: tnconv.Sample(
+        "spatial", 0.5, generator=_generator(3), spatial_dims=dims, route="sliced"))
+    assert all(sampled_weight_vjp_applies(spec, o) is False for o in calls)
     assert results[0].shape == results[1].shape == size
 
 

@@ -57,8 +57,7 @@ from tnconv.ops.registry import Operation, register
 from tnconv.spec.conv_spec import ConvSpec
 
 __all__ = ["sample_legs", "sampled_legs", "check_spatial_dims", "sampling_of", "exact_network",
-           "SAMPLED", "EXACT",
-           "SampledOperation", "LEGS"]
+           "SAMPLED", "EXACT", "SampledOperation", "LEGS"]
 
 #: The legs each sampled operation can slice.
 LEGS = {"weight_vjp": ("spatial", "channel"), "kfc": ("spatial", "batch")}

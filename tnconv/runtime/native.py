@@ -220,13 +220,8 @@ def _strips(spec: ConvSpec, d: int, x: torch.Tensor, grad_output: torch.Tensor,
     A transposed convolution's weight VJP is the weight VJP of the convolution from its
     cotangent to its input (as `conv_weight_vjp` runs it): the cotangent, zero-padded,
     is the data, and `index` picks input positions."""
-    if spec.transposed:
-        pads: list[int] = []
-        for left, right in reversed(spec.padding):  # type: ignore[arg-type]
-            pads += [left, right]
-        data, cotangent = F.pad(grad_output, pads), x
-    else:
-        data, cotangent = pad_input(x, spec), grad_output
+    data, cotangent = (grad_output, x) if spec.transposed else (x, grad_output)
+    data = pad_input(data, spec)  # zero padding for a transposed convolution
     dim, kept, size = d + 2, index.numel(), spec.kernel_size[d]
     rows = (index[:, None] * spec.stride[d]
             + torch.arange(size, device=index.device) * spec.dilation[d]).reshape(-1)
