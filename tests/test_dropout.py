@@ -153,12 +153,18 @@ def test_channel_draws_run_torchs_kernel_on_the_kept_channels(scheme, shape, siz
                                       transposed=True), (0,)),
     ((2, 4, 5, 4), (4, 3, 2, 3), dict(stride=(1, 2), padding=(0, 1), output_padding=(0, 1),
                                       dilation=(2, 1), transposed=True), (1,)),
+    ((2, 4, 9), (6, 2, 3), dict(padding=1, groups=2, dilation=2), (0,)),  # 1d
+    ((3, 1, 17), (5, 1, 4), dict(stride=3), (0,)),  # 1d, one input channel
+    ((2, 3, 8), (3, 6, 3), dict(stride=2, padding=1, output_padding=1, groups=3,
+                                transposed=True), (0,)),  # 1d transposed
+    ((2, 4, 9, 8), (4, 1, 3, 3), dict(padding=1, groups=4, stride=2), (0,)),  # depthwise
+    ((2, 4, 6, 7), (4, 1, 3, 3), dict(padding=1, groups=4), (1,)),  # depthwise, last dim
 ])
 def test_spatial_draws_of_one_dim_run_torchs_kernel_on_the_strips(scheme, shape, size, options,
                                                                   dims, monkeypatch):
     """With strategy "auto" a spatial draw of one dim is torch's weight-gradient kernel on
-    the strips the kept positions read, stacked along the batch: the same estimate, draw
-    for draw, as the sliced network on the tensor-network route."""
+    the strips the kept positions read, laid end to end (stride K along the dim): the
+    same estimate, draw for draw, as the sliced network on the tensor-network route."""
     calls, results = _auto_and_tn(monkeypatch, shape, size, options, lambda: tnconv.Sample(
         "spatial", 0.5, scheme=scheme, generator=_generator(9), spatial_dims=dims,
         route="sliced"))
@@ -167,12 +173,13 @@ def test_spatial_draws_of_one_dim_run_torchs_kernel_on_the_strips(scheme, shape,
 
 
 @pytest.mark.parametrize("shape, size, options, dims", [
-    ((2, 4, 9), (6, 2, 3), dict(padding=1, groups=2), (0,)),  # 1d: nothing left to slide
-    ((2, 4, 9, 8), (4, 1, 3, 3), dict(padding=1, groups=4), (0,)),  # depthwise
-    ((2, 4, 9, 8), (4, 2, 3, 3), dict(padding=1, groups=2), "all"),  # two sliced dims
+    ((2, 4, 9, 8), (4, 2, 3, 3), dict(padding=1, groups=2), "all"),
+    ((1, 2, 5, 6, 4), (2, 2, 2, 3, 2), dict(padding=1), (0, 2)),
 ])
-def test_strips_stay_off_where_torchs_kernel_on_them_is_slower(shape, size, options, dims,
-                                                               monkeypatch):
+def test_strips_stay_off_where_several_dims_are_sliced(shape, size, options, dims,
+                                                       monkeypatch):
+    """Kept positions of several dims read no strips: the sliced network runs, and the
+    auto route gives the tensor-network route's estimate, draw for draw."""
     from tnconv.runtime.native import sampled_weight_vjp_applies
 
     spec = tnconv.ConvSpec(shape[1], size[0], size[2:], input_size=shape[2:], **options)
@@ -180,6 +187,7 @@ def test_strips_stay_off_where_torchs_kernel_on_them_is_slower(shape, size, opti
         "spatial", 0.5, generator=_generator(3), spatial_dims=dims, route="sliced"))
     assert all(sampled_weight_vjp_applies(spec, o) is False for o in calls)
     assert results[0].shape == results[1].shape == size
+    assert_close(results[0], results[1])
 
 
 def test_transposed_routes_mask_the_input():
@@ -196,9 +204,9 @@ def test_transposed_routes_mask_the_input():
 
 def test_auto_route_masks_where_slicing_costs_more_than_it_saves():
     """A depthwise layer's exact VJP reads its windows in place, so gathering a subset of
-    them is priced above the exact network: masked. A dense layer at keep 0.1: sliced.
-    `explain()` says which."""
-    sample = tnconv.Sample("spatial", 0.5, scheme="fixed")
+    them along both dims is priced above the exact network: masked. A dense layer at keep
+    0.1: sliced. `explain()` says which."""
+    sample = tnconv.Sample("spatial", 0.5, scheme="fixed", spatial_dims="all")
     depthwise = tnconv.compile("weight_vjp", tnconv.ConvSpec(
         32, 32, 3, input_size=(28, 28), padding=1, groups=32), sample=sample, batch_size=4)
     assert depthwise.route() == "masked"

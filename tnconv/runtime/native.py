@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tnconv.runtime.take import strip_rows, take
 from tnconv.spec.conv_spec import ConvSpec
 
 __all__ = ["conv_forward", "pad_input", "NATIVE_NDIM",
@@ -144,21 +145,12 @@ def conv_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
 
 # ------------------------------------------------------- sampled weight VJP (tensor dropout)
 def _strip_dim(spec: ConvSpec, options: dict) -> int:
-    """The one spatial dim a spatial draw slices where its strips run as torch's kernel,
-    else -1.
-
-    Slicing the spatial leg of one dim leaves a convolution over the others: each kept
-    row (frame, …) reads a strip of K rows, and the strips stacked along the batch are a
-    convolution of output size 1 along the dim. Its work falls with `keep` where the
-    others still form a convolution (N ≥ 2) and a group holds several channels; with
-    nothing left to slide over (1d), or one channel per group (depthwise), torch's kernel
-    on the strips is slower than the exact VJP (measured 1.9-7.6x at keep 0.25 on the
-    suite's 1d and depthwise layers), so the network or the masked route runs instead.
-    """
+    """The one spatial dim a spatial draw slices (its strips then run as torch's kernel,
+    `_strips`), else -1: several sliced dims, or a transposed convolution with a padding
+    mode torch's transposed kernel lacks."""
     dims = options.get("spatial_dims", "all")
     sliced = tuple(range(spec.ndim)) if dims == "all" else dims
-    if (len(sliced) != 1 or spec.ndim < 2 or spec.in_channels == spec.groups
-            or (spec.transposed and spec.padding_mode != "zeros")):
+    if len(sliced) != 1 or (spec.transposed and spec.padding_mode != "zeros"):
         return -1
     return sliced[0]
 
@@ -183,7 +175,7 @@ def sampled_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
     - Channel leg: the kept input channels of every group (of `x`: the input of a
       transposed convolution too) are a convolution with fewer input channels; its
       gradient is rescaled and added into zeros at the kept channels.
-    - Spatial leg of one dim: the strips the kept positions read, stacked along the batch
+    - Spatial leg of one dim: the strips the kept positions read, laid end to end
       (`_strips`)."""
     if not sampled_weight_vjp_applies(spec, options):
         return NotImplemented
@@ -204,32 +196,24 @@ def sampled_weight_vjp(spec: ConvSpec, options: dict, x: torch.Tensor,
     return grad.new_zeros(shape).index_add_(1, index, grad)
 
 
-def _batched(t: torch.Tensor, dim: int, kept: int) -> torch.Tensor:
-    """`t` with dim `dim` split as (kept, rest) and the kept part moved into the batch."""
-    t = t.unflatten(dim, (kept, -1)).movedim(dim, 1)
-    return t.flatten(0, 1)
-
-
 def _strips(spec: ConvSpec, d: int, x: torch.Tensor, grad_output: torch.Tensor,
             index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The weight VJP from the kept positions `index` of spatial dim `d`, rescaled by
-    `weights`: a convolution of the padded data restricted to the K rows each kept
-    position reads (j·stride + t·dilation), the kept positions stacked along the batch,
-    with stride and dilation 1 and output size 1 along `d`.
+    `weights`: the K rows each kept position reads (j·stride + t·dilation) of the padded
+    data, laid end to end along `d`, are a convolution with stride K and dilation 1 along
+    `d` whose outputs are the kept positions (no copy into the batch, no padding).
 
     A transposed convolution's weight VJP is the weight VJP of the convolution from its
     cotangent to its input (as `conv_weight_vjp` runs it): the cotangent, zero-padded,
     is the data, and `index` picks input positions."""
     data, cotangent = (grad_output, x) if spec.transposed else (x, grad_output)
     data = pad_input(data, spec)  # zero padding for a transposed convolution
-    dim, kept, size = d + 2, index.numel(), spec.kernel_size[d]
-    rows = (index[:, None] * spec.stride[d]
-            + torch.arange(size, device=index.device) * spec.dilation[d]).reshape(-1)
-    strips = _batched(data.index_select(dim, rows), dim, kept)
+    dim, size = d + 2, spec.kernel_size[d]
+    strips = take(data, dim, strip_rows(index, spec.stride[d], size, spec.dilation[d]))
     scale = weights.view(-1, *(1,) * (cotangent.dim() - dim - 1))
-    picked = _batched(cotangent.index_select(dim, index) * scale, dim, kept)
+    picked = take(cotangent, dim, index).mul_(scale)
     w = _placeholder(grad_output, spec.weight_shape)
-    stride = [1 if e == d else s for e, s in enumerate(spec.stride)]
+    stride = [size if e == d else s for e, s in enumerate(spec.stride)]
     dilation = [1 if e == d else s for e, s in enumerate(spec.dilation)]
     return torch.ops.aten.convolution_backward(
         picked, strips, w, None, stride, [0] * spec.ndim, dilation, False,
