@@ -158,6 +158,9 @@ def test_channel_draws_run_torchs_kernel_on_the_kept_channels(scheme, shape, siz
     ((2, 3, 8), (3, 6, 3), dict(stride=2, padding=1, output_padding=1, groups=3,
                                 transposed=True), (0,)),  # 1d transposed
     ((2, 4, 9, 8), (4, 1, 3, 3), dict(padding=1, groups=4, stride=2), (0,)),  # depthwise
+    ((2, 3, 8, 7), (4, 3, 4, 2), dict(padding="same"), (0,)),  # asymmetric along dim 0
+    ((2, 3, 8, 7), (4, 3, 3, 4), dict(padding="same", dilation=(2, 1)), (0,)),  # ... dim 1
+    ((2, 3, 6, 7), (4, 3, 3, 3), dict(padding=(3, 1), padding_mode="circular"), (1,)),
     ((2, 4, 6, 7), (4, 1, 3, 3), dict(padding=1, groups=4), (1,)),  # depthwise, last dim
 ])
 def test_spatial_draws_of_one_dim_run_torchs_kernel_on_the_strips(scheme, shape, size, options,

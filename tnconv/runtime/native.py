@@ -201,23 +201,42 @@ def _strips(spec: ConvSpec, d: int, x: torch.Tensor, grad_output: torch.Tensor,
     """The weight VJP from the kept positions `index` of spatial dim `d`, rescaled by
     `weights`: the K rows each kept position reads (j·stride + t·dilation) of the padded
     data, laid end to end along `d`, are a convolution with stride K and dilation 1 along
-    `d` whose outputs are the kept positions (no copy into the batch, no padding).
+    `d` whose outputs are the kept positions (no copy into the batch).
 
     A transposed convolution's weight VJP is the weight VJP of the convolution from its
     cotangent to its input (as `conv_weight_vjp` runs it): the cotangent, zero-padded,
     is the data, and `index` picks input positions."""
     data, cotangent = (grad_output, x) if spec.transposed else (x, grad_output)
-    data = pad_input(data, spec)  # zero padding for a transposed convolution
     dim, size = d + 2, spec.kernel_size[d]
-    strips = take(data, dim, strip_rows(index, spec.stride[d], size, spec.dilation[d]))
+    strips, padding = _padded_strips(spec, d, data, strip_rows(
+        index, spec.stride[d], size, spec.dilation[d]))
     scale = weights.view(-1, *(1,) * (cotangent.dim() - dim - 1))
     picked = take(cotangent, dim, index).mul_(scale)
     w = _placeholder(grad_output, spec.weight_shape)
     stride = [size if e == d else s for e, s in enumerate(spec.stride)]
     dilation = [1 if e == d else s for e, s in enumerate(spec.dilation)]
     return torch.ops.aten.convolution_backward(
-        picked, strips, w, None, stride, [0] * spec.ndim, dilation, False,
+        picked, strips, w, None, stride, padding, dilation, False,
         [0] * spec.ndim, spec.groups, [False, True, False])[1]
+
+
+def _padded_strips(spec: ConvSpec, d: int, data: torch.Tensor,
+                   rows: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The `rows` (of the padded data) along spatial dim `d`, and the padding torch's
+    kernel adds along the other dims.
+
+    Zero padding with symmetric pairs along the other dims is never copied: the rows are
+    taken from the unpadded data, those in the padding zeroed, and the kernel pads the
+    other dims. Any other padding pads the whole data first (`pad_input`)."""
+    pairs = spec.padding
+    if (spec.transposed or spec.padding_mode == "zeros") and all(
+            left == right for e, (left, right) in enumerate(pairs) if e != d):
+        length = data.shape[d + 2]
+        rows = rows - pairs[d][0]
+        outside = ((rows < 0) | (rows >= length)).nonzero().view(-1)
+        strips = take(data, d + 2, rows.clamp(0, length - 1)).index_fill_(d + 2, outside, 0)
+        return strips, [0 if e == d else left for e, (left, _) in enumerate(pairs)]
+    return take(pad_input(data, spec), d + 2, rows), [0] * spec.ndim
 
 
 @lru_cache(maxsize=256)
