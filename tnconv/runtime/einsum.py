@@ -1,4 +1,4 @@
-"""Runtime of the einsum family: one `torch.einsum` call.
+"""Runtime of the einsum family: one `torch.einsum` call, or one per slice.
 
 >>> import torch
 >>> from tnconv.lower.schedule.einsum import Einsum
@@ -14,15 +14,30 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from tnconv.lower.schedule.einsum import Einsum
+from tnconv.lower.schedule.einsum import Einsum, SlicedEinsum
 
 __all__ = ["bind"]
 
 
 def bind(step: Einsum, registers: Sequence[Any], device: Any = None) -> Callable[[Sequence[Any]], torch.Tensor]:
-    """registers -> torch.einsum(step.equation, *inputs)."""
+    """registers -> torch.einsum(step.equation, *inputs) (per slice for `SlicedEinsum`)."""
+    if isinstance(step, SlicedEinsum):
+        return _sliced(step)
     equation, inputs = step.equation, step.inputs
     if len(inputs) == 2:
         first, second = inputs
         return lambda r: torch.einsum(equation, r[first], r[second])
     return lambda r: torch.einsum(equation, *[r[i] for i in inputs])
+
+
+def _sliced(step: SlicedEinsum) -> Callable[[Sequence[Any]], torch.Tensor]:
+    other, big = step.inputs
+    equation, order, position = step.equation, step.order, step.position
+
+    def run(r: Sequence[Any]) -> torch.Tensor:
+        laid = r[other].permute(order).contiguous()
+        sliced = r[big]
+        return torch.stack([torch.einsum(equation, laid, sliced[i])
+                            for i in range(sliced.shape[0])], position)
+
+    return run

@@ -26,7 +26,7 @@ from typing import Any, Callable, Hashable, Optional
 from tnconv.ir.constants import signature as constant_signature
 from tnconv.ir.equation import canonical
 from tnconv.lower.paths import walk_path
-from tnconv.lower.schedule.einsum import einsum_rule
+from tnconv.lower.schedule.einsum import einsum_rule, sliced_einsum_rule
 from tnconv.lower.schedule.gather import gather_rule
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import gram_rule, matmul_rule, matrix_rule
@@ -49,6 +49,7 @@ RULES: tuple[Callable[[Site], Any], ...] = (
     matrix_rule,   # constant matrices on legs of data: a chain of products
     matmul_rule,   # the last step, in the result's own layout
     hadamard_rule,  # two operands on the same legs: multiply, then sum
+    sliced_einsum_rule,  # a large operand led by a leg of its own: one einsum per slice
     einsum_rule,   # anything else
 )
 
