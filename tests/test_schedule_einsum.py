@@ -14,8 +14,8 @@ import tnconv
 from tests.helpers import assert_close, rand, run_step, schedule_of, step_types
 from tests.curvature_references import per_sample_gradients
 import tnconv.lower.schedule.einsum as einsum_family
-from tnconv.lower.schedule.einsum import (SLICED_MIN_COLUMNS, SLICED_MIN_ELEMENTS, Einsum,
-                                          SlicedEinsum, sliced_einsum_rule)
+from tnconv.lower.schedule.einsum import (SLICED_MIN_COLUMNS, Einsum, SlicedEinsum,
+                                          sliced_einsum_rule)
 from tnconv.lower.schedule.reduce import HadamardSum
 from tnconv.lower.schedule.site import Operand, Site
 

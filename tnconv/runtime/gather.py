@@ -24,7 +24,6 @@ import torch
 
 from tnconv.ir.views import View
 from tnconv.lower.schedule.gather import Gather, IndexAdd, OneHotEinsum
-from tnconv.lower.schedule.gather_views import TakeRows
 from tnconv.runtime.take import strip_rows, take
 
 __all__ = ["bind"]

@@ -229,7 +229,7 @@ def _padded_strips(spec: ConvSpec, d: int, data: torch.Tensor,
     taken from the unpadded data, those in the padding zeroed, and the kernel pads the
     other dims. Any other padding pads the whole data first (`pad_input`)."""
     pairs = spec.padding
-    if (spec.transposed or spec.padding_mode == "zeros") and all(
+    if spec.padding_mode == "zeros" and all(  # a transposed spec: zeros (`_strip_dim`)
             left == right for e, (left, right) in enumerate(pairs) if e != d):
         length = data.shape[d + 2]
         rows = rows - pairs[d][0]
