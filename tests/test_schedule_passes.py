@@ -156,8 +156,8 @@ def test_merge_chains_joins_one_chain_per_dimension():
 
 
 def test_sum_arguments_sums_before_the_merge_or_as_a_masked_product():
-    patch = Spec(3, 8, 4, input_size=(12, 8), stride=4)
-    built, _ = _built("kfac_reduce", patch, {})
+    patch = Spec(4, 8, 4, input_size=(12, 8), stride=4, groups=2)
+    built, _ = _built("averaged_patches", patch, {})
     assert isinstance(built.arguments[0].view.steps[-1], Reshape)
     moved = sum_arguments(built)
     assert not isinstance(moved.arguments[0].view.steps[-1], Reshape)

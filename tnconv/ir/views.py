@@ -27,7 +27,7 @@ from tnconv.ir.layout import Layout
 from tnconv.spec.index_pattern import IndexPattern
 
 __all__ = ["Pad", "Slice", "Take", "SplitLeg", "Reshape", "Window", "Flip", "Dilate", "View",
-           "ViewStep"]
+           "ViewStep", "read_as"]
 
 
 def _at(shape: tuple[int, ...], dim: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
@@ -405,3 +405,16 @@ class View:
     def describe(self) -> str:
         steps = [s.describe() for s in self.steps]
         return " -> ".join([f"reshape{tuple(self.base_shape)}"] + steps)
+
+
+def read_as(view: Optional[View]) -> Optional[View]:
+    """How `view` reads its argument, for comparing tensors: None (the argument reshaped to
+    the tensor's shape) where every step only reshapes (`Reshape`, `SplitLeg`: row-major,
+    nothing reordered or copied), else the view itself.
+
+    >>> read_as(View((2, 6), (SplitLeg(1, (2, 3)),))) is None
+    True
+    """
+    if view is None or all(isinstance(step, (Reshape, SplitLeg)) for step in view.steps):
+        return None
+    return view

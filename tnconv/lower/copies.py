@@ -31,6 +31,7 @@ from dataclasses import replace
 from typing import Optional
 
 from tnconv.ir.network import Network, Tensor
+from tnconv.ir.views import read_as
 from tnconv.lower.paths import find_folds
 from tnconv.lower.program import EinsumProgram, lower_program
 
@@ -45,8 +46,8 @@ def split_copies(net: Network) -> Optional[tuple[tuple[Tensor, ...], tuple[Tenso
     pairs, legs = [], {}
     for t in net.tensors:
         copy = by_name.get(t.name + "'")
-        if copy is None or (copy.role, copy.value, copy.view) != (t.role, t.value, t.view) \
-                or len(copy.indices) != len(t.indices):
+        if copy is None or (copy.role, copy.value, read_as(copy.view)) != (
+                t.role, t.value, read_as(t.view)) or net.shape_of(copy) != net.shape_of(t):
             continue
         for leg, twin in zip(t.indices, copy.indices):
             if twin not in (leg, leg + "'") or legs.setdefault(leg, twin) != twin:

@@ -74,6 +74,7 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
 
 
 def network_cost(net: Network, itemsize: int = 4, cheap: bool = True) -> Cost:
-    """Per-call cost of `net` as it would run (data roles in order of appearance)."""
+    """Per-call cost of `net` as it would run (data roles in order of appearance); a common
+    sub-expression (a copy's half) is priced once, as the schedule runs it once."""
     roles = tuple(dict.fromkeys(t.role for t in net.data_tensors))
-    return price(lower(net, roles, net.output_shape, cheap=cheap), itemsize)
+    return price(lower(net, roles, net.output_shape, cheap=cheap), itemsize, shared=True)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Hashable, Optional
 
 from tnconv.ir.constants import signature as constant_signature
 from tnconv.ir.equation import canonical
+from tnconv.ir.views import read_as
 from tnconv.lower.paths import walk_path
 from tnconv.lower.schedule.einsum import einsum_rule, sliced_einsum_rule
 from tnconv.lower.schedule.gather import gather_rule
@@ -76,7 +77,7 @@ def _slots(program: Any) -> _Registers:
     for pos, op in enumerate(program.operands):
         if op.is_constant:
             continue
-        key = (roles.index(op.role), op.shape, op.view)
+        key = (roles.index(op.role), op.shape, read_as(op.view))
         if key not in shared:
             shared[key] = regs.new(op.shape)
             regs.arguments.append(Argument(shared[key], key[0], op.shape, op.view))

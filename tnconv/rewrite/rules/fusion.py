@@ -112,7 +112,7 @@ def _groups(net: Network) -> list[list[Tensor]]:
     return sorted(groups, key=lambda g: order[g[-1].name])
 
 
-def _fuse(net: Network, group: list[Tensor]) -> Optional[Network]:
+def _fuse(net: Network, group: list[Tensor], name: Optional[str] = None) -> Optional[Network]:
     names = {t.name for t in group}
     outside = {i for t in net.tensors if t.name not in names for i in t.indices}
     legs = tuple(dict.fromkeys(i for t in group for i in t.indices
@@ -125,19 +125,37 @@ def _fuse(net: Network, group: list[Tensor]) -> Optional[Network]:
     parts = () if value.sums_one_pattern() else tuple(prod(net.shape_of(t)) for t in group)
     if max((prod(value.shape), *parts)) > FUSION_LIMIT:
         return None
-    fused = Tensor("F(" + ",".join(t.name for t in group) + ")", legs, "constant", value)
+    name = name or "F(" + ",".join(t.name for t in group) + ")"
+    fused = Tensor(name, legs, "constant", value)
     kept = tuple(t for t in net.tensors if t.name not in names)
     return net.replace(tensors=kept + (fused,)).pruned_sizes().validate()
 
 
+def _with_twin(net: Network, fused: Network, group: list[Tensor],
+               groups: list[list[Tensor]]) -> Optional[Network]:
+    """`fused` with the group's copy (its tensors' names primed: the other half of a
+    curvature or KFC network) fused too, named as the copy of the first fusion, so that the
+    two halves stay copies the schedule computes once; None where there is no copy."""
+    twins = [t.name + "'" for t in group]
+    if not any([t.name for t in g] == twins for g in groups):
+        return None
+    first = next(t for t in fused.tensors if t.name.startswith("F(") and t.name not in
+                 {u.name for u in net.tensors})
+    return _fuse(fused, [fused.tensor(name) for name in twins], first.name + "'")
+
+
 def constant_fusion(net: Network) -> Optional[Network]:
-    """The first group of constants whose fusion does not make the network costlier."""
+    """The first group of constants whose fusion does not make the network costlier; a
+    group with a copy is fused together with it (fusing one half alone would break the
+    sharing of the two halves and never pay)."""
     before = None
-    for group in _groups(net):
+    groups = _groups(net)
+    for group in groups:
         fused = _fuse(net, group)
         if fused is None:
             continue
         before = before or network_cost(net)
-        if network_cost(fused).not_worse_than(before):
-            return fused
+        for candidate in (_with_twin(net, fused, group, groups), fused):
+            if candidate is not None and network_cost(candidate).not_worse_than(before):
+                return candidate
     return None
