@@ -91,12 +91,19 @@ def test_hadamard_rule_takes_operands_on_the_same_legs():
 
 
 @pytest.mark.parametrize("channels, shift", [((3, 64), False), ((64, 64), True)])
-def test_taps_kept_shift_gemm_only_where_it_pays(channels, shift):
+def test_taps_kept_shift_gemm_only_where_it_pays(channels, shift, monkeypatch):
     """A 3-channel input under 64 output channels: laying the windows out once moves less
-    than 9 thin products that each re-read the cotangent."""
+    than 9 thin products that each re-read the cotangent (the windows rule alone: with
+    torch's kernels in the rules, both layers run as a weight-gradient kernel)."""
+    from tnconv.lower.schedule import builder
+
     spec = tnconv.ConvSpec(*channels, 3, input_size=(32, 32), padding=1)
-    labels = [s.label() for s in tnconv.compile("batch_l2", spec, batch_size=2)
-              .schedule().steps]
+    program = tnconv.compile("batch_l2", spec, batch_size=2).program_for(2)
+    kernel = [s.label() for s in builder.build_steps(program).steps]
+    assert any("weight gradient kernel" in label for label in kernel)
+    monkeypatch.setattr(builder, "RULES", tuple(r for r in builder.RULES
+                                                 if r.__name__ != "conv_rule"))
+    labels = [s.label() for s in builder.build_steps(program).steps]
     assert any("taps kept" in label for label in labels) is shift
 
 

@@ -38,6 +38,7 @@ EXAMPLES = [
     ("patches", Spec(4, 4, 3, input_size=(6, 5), padding=1, groups=2), {}),
     ("kfc", Spec(4, 6, 3, input_size=(7, 6), padding=1), {"rewrite": False}),
     ("kfac_reduce", Spec(4, 6, 3, input_size=(7, 6), padding=1), {"rewrite": False}),
+    ("weight_vjp", Spec(8, 16, 3, input_size=(9, 10), padding=1), {"per_sample": True}),
 ]
 IDS = [f"{op}-{n}" for n, (op, _, _) in enumerate(EXAMPLES)]
 
@@ -49,7 +50,7 @@ def _program(op: str, spec: Spec, options: dict, batch: int = 2):
 def test_the_examples_cover_every_family_and_prepare_steps():
     schedules = [schedule_of(op, spec, 2, **options) for op, spec, options in EXAMPLES]
     families = {family for s in schedules for family in s.families}
-    assert families == {"einsum", "reduce", "product", "windows", "scatter", "select"}
+    assert families == {"einsum", "reduce", "product", "windows", "scatter", "select", "conv"}
     assert any(s.prepare for s in schedules)
 
 

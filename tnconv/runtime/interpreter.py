@@ -27,6 +27,7 @@ import torch
 from tnconv.cache import LRUCache
 from tnconv.ir.constants import to_torch
 from tnconv.lower.schedule.model import Schedule
+from tnconv.runtime.conv import bind as bind_conv
 from tnconv.runtime.einsum import bind as bind_einsum
 from tnconv.runtime.gather import bind as bind_gather
 from tnconv.runtime.product import bind as bind_product
@@ -39,7 +40,7 @@ __all__ = ["Bound", "bound", "BINDERS", "shares_memory"]
 
 #: Per step family: (step, registers holding the constants, device) -> the step's call.
 BINDERS: dict[str, Callable[..., Callable]] = {
-    "einsum": bind_einsum, "reduce": bind_reduce, "product": bind_product,
+    "conv": bind_conv, "einsum": bind_einsum, "reduce": bind_reduce, "product": bind_product,
     "windows": bind_windows, "scatter": bind_scatter, "select": bind_select,
     "gather": bind_gather}
 _BOUND = LRUCache(name="plans")

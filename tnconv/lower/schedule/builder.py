@@ -27,6 +27,7 @@ from tnconv.ir.constants import signature as constant_signature
 from tnconv.ir.equation import canonical
 from tnconv.ir.views import read_as
 from tnconv.lower.paths import walk_path
+from tnconv.lower.schedule.conv import conv_rule
 from tnconv.lower.schedule.einsum import einsum_rule, sliced_einsum_rule
 from tnconv.lower.schedule.gather import gather_rule
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
@@ -46,6 +47,7 @@ RULES: tuple[Callable[[Site], Any], ...] = (
     fold_rule,     # a scattering pattern: a scatter-add, the pattern never built
     pattern_gather_rule,  # a pattern over one leg: a selection, no multiplication
     gram_rule,     # two copies of one tensor: a symmetric product
+    conv_rule,     # a window view in a convolution's roles: torch's convolution kernels
     window_rule,   # window views read in place (shift-GEMMs, tap loops)
     matrix_rule,   # constant matrices on legs of data: a chain of products
     matmul_rule,   # the last step, in the result's own layout

@@ -255,10 +255,7 @@ def _split(out: tuple[str, ...], legs: tuple[set, set]) -> Optional[tuple]:
 def matrix_rule(site: Site) -> Optional[MatrixChain]:
     """A constant two-leg matrix replacing one leg of a data operand by a new one (the
     contracted leg summed, the new leg and every other data leg kept)."""
-    pair = site.pair
-    if pair is None:
-        return None
-    for matrix, data in (pair, pair[::-1]):
+    for matrix, data in site.orders:
         if not matrix.constant or data.constant or len(matrix.legs) != 2:
             continue
         if len(set(data.legs)) != len(data.legs):

@@ -47,10 +47,7 @@ class Fold(Step):
 def fold_rule(site: Site) -> Optional[Fold]:
     """A pattern (left symbolic: register -1) meeting data that holds its k and o legs,
     its i leg kept: one pass over the data."""
-    pair = site.pair
-    if pair is None:
-        return None
-    for pattern, data in (pair, pair[::-1]):
+    for pattern, data in site.orders:
         if pattern.register >= 0 or data.constant:
             continue
         if not is_fold(pattern.legs, pattern.value, getattr(pattern.value, "shape", ()),

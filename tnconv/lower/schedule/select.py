@@ -102,10 +102,7 @@ def _injective(pattern: IndexPattern, summed: int) -> bool:
 def pattern_gather_rule(site: Site) -> Optional[PatternGather]:
     """An index pattern meeting data over exactly one of its legs (on the data, summed here),
     its two other legs kept and on no other operand: one selection."""
-    pair = site.pair
-    if pair is None:
-        return None
-    for pattern, data in (pair, pair[::-1]):
+    for pattern, data in site.orders:
         if (not isinstance(pattern.value, IndexPattern) or pattern.register < 0
                 or data.constant or len(pattern.legs) != 3):
             continue

@@ -57,3 +57,10 @@ class Site:
     def pair(self) -> Optional[tuple[Operand, Operand]]:
         """The two operands of a pairwise step (None otherwise)."""
         return (self.taken[0], self.taken[1]) if len(self.taken) == 2 else None
+
+    @property
+    def orders(self) -> tuple[tuple[Operand, Operand], ...]:
+        """The pair in both orders, for rules that try each operand in each role (none
+        where the step is not pairwise)."""
+        pair = self.pair
+        return () if pair is None else (pair, pair[::-1])

@@ -43,6 +43,7 @@ from typing import Optional
 
 from tnconv.ir.equation import spell
 from tnconv.ir.views import Window
+from tnconv.lower.schedule.conv import ConvKernel
 from tnconv.lower.schedule.model import Step
 from tnconv.lower.schedule.site import Operand, Site
 
@@ -153,22 +154,17 @@ class ShiftTap(Step):
 
 def reads_in_place(step: object) -> bool:
     """Whether `step` reads its window view in place, each tap's run once per block (the
-    shift steps). Tap loops also avoid the ∏K-fold copy, but each tap passes over all the
-    data; they keep the price of the copy, under which their plans were chosen."""
-    return isinstance(step, (ShiftGemm, ShiftGemmOutput, ShiftTap))
+    shift steps, torch's convolution kernels). Tap loops also avoid the ∏K-fold copy, but
+    each tap passes over all the data; they keep the price of the copy, under which their
+    plans were chosen."""
+    return isinstance(step, (ConvKernel, ShiftGemm, ShiftGemmOutput, ShiftTap))
 
 
 def window_rule(site: Site) -> Optional[Step]:
     """The windows step for an argument seen through a window view meeting another
     operand, or None where one einsum is the way."""
-    pair = site.pair
-    if pair is None:
-        return None
-    for windowed, other in (pair, pair[::-1]):
-        step = _window_step(site, windowed, other)
-        if step is not None:
-            return step
-    return None
+    steps = (_window_step(site, windowed, other) for windowed, other in site.orders)
+    return next((step for step in steps if step is not None), None)
 
 
 def _window_step(site: Site, windowed: Operand, other: Operand) -> Optional[Step]:

@@ -1,0 +1,153 @@
+"""The conv step family: a window view contracted by torch's own convolution kernels.
+
+The rule fires where a windowed argument meets an operand in a convolution's roles and
+one group's weight block is large enough; the bound step equals torch's convolution,
+its weight gradient and vmap's per-sample gradients in float64, and falls back to the
+plain einsum where autograd records or the strides do not say where the pixels are."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import tnconv
+from tests.curvature_references import layer, per_sample_gradients
+from tests.helpers import assert_close, rand, run_step, schedule_of
+from tests.strategies import conv_params
+from tnconv.ir.views import Pad, View, Window
+from tnconv.lower.schedule.conv import MIN_BLOCK, ConvKernel, conv_rule
+from tnconv.lower.schedule.site import Operand, Site
+
+CASES = {  # large enough channel blocks for the kernels
+    "1d strided": tnconv.ConvSpec(8, 16, 5, input_size=(40,), stride=3),
+    "2d padded": tnconv.ConvSpec(8, 16, 3, input_size=(9, 10), padding=1),
+    "2d dilated": tnconv.ConvSpec(16, 8, 3, input_size=(12, 11), dilation=2, padding=2),
+    "2d groups": tnconv.ConvSpec(16, 32, 3, input_size=(8, 8), groups=2, stride=2),
+    "2d reflect": tnconv.ConvSpec(8, 8, 3, input_size=(7, 7), padding=1,
+                                  padding_mode="reflect"),
+    "2d same even": tnconv.ConvSpec(8, 8, 4, input_size=(9, 9), padding="same"),
+    "3d": tnconv.ConvSpec(8, 8, (3, 3, 2), input_size=(5, 6, 7), stride=(1, 2, 1), padding=1),
+}
+
+
+def kernels(schedule) -> list[ConvKernel]:
+    return [step for step in schedule.steps if isinstance(step, ConvKernel)]
+
+
+def _weight_grad(spec: tnconv.ConvSpec, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    w = rand(*spec.weight_shape).requires_grad_()
+    (layer(spec)(x, w) * v).sum().backward()
+    return w.grad
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_and_weight_vjp_run_torch_kernels_and_equal_torch(name):
+    spec, batch = CASES[name], 2
+    x, w = rand(batch, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
+    v = rand(batch, spec.out_channels, *spec.output_size)
+    forward = tnconv.compile("forward", spec, strategy="tn")
+    assert [k.weight for k in kernels(forward.schedule(batch))] == [False]
+    assert_close(forward(x, w), layer(spec)(x, w))
+    weight_vjp = tnconv.compile("weight_vjp", spec, strategy="tn")
+    assert [k.weight for k in kernels(weight_vjp.schedule(batch))] == [True]
+    assert_close(weight_vjp(x, v), _weight_grad(spec, x, v))
+
+
+@pytest.mark.parametrize("name", ["1d strided", "2d groups", "3d"])
+def test_per_sample_gradients_are_the_kernels_batch_times_groups(name):
+    """Per-sample weight gradients: one weight-gradient call with N·G groups."""
+    spec, batch = CASES[name], 3
+    x, w = rand(batch, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
+    v = rand(batch, spec.out_channels, *spec.output_size)
+    compiled = tnconv.compile("weight_vjp", spec, strategy="tn", per_sample=True)
+    (step,) = kernels(compiled.schedule(batch))
+    assert step.weight and step.sizes[1] == batch * spec.groups
+    assert_close(compiled(x, v), per_sample_gradients(spec, x, w, v))
+
+
+@pytest.mark.parametrize("spec", [
+    tnconv.ConvSpec(32, 32, 3, input_size=(8, 8), groups=32, padding=1),   # depthwise
+    tnconv.ConvSpec(16, 16, 3, input_size=(8, 8), groups=4, padding=1),    # 4 x 4 blocks
+    tnconv.ConvSpec(16, 32, 1, input_size=(8, 8), stride=2),               # no windows
+    tnconv.ConvSpec(8, 8, (2, 2, 1, 2), input_size=(3, 3, 2, 3)),          # 4d: no kernel
+])
+def test_small_blocks_unwindowed_and_4d_layers_keep_their_steps(spec):
+    for op in ("forward", "weight_vjp"):
+        assert kernels(schedule_of(op, spec, 2)) == []
+
+
+def _site(other_legs: tuple[str, ...], out: tuple[str, ...], d: int = 64) -> Site:
+    view = View((2, 3, 9), (Pad(2, 1, 1), Window(2, size=3, step=2)))   # [n, c, o, k]
+    sizes = {"n": 2, "c": 3, "d": d, "o": 4, "k": 3}
+    return Site((Operand(0, ("n", "c", "o", "k"), False, view=view, argument=True),
+                 Operand(1, other_legs, False)), out, 2, sizes)
+
+
+def test_the_rule_reads_the_roles_of_the_legs():
+    forward = conv_rule(_site(("d", "c", "k"), ("n", "d", "o")))
+    assert forward is not None and not forward.weight and forward.stride == (2,)
+    weight = conv_rule(_site(("n", "d", "o"), ("d", "c", "k")))
+    assert weight is not None and weight.weight
+    per_sample = conv_rule(_site(("n", "d", "o"), ("n", "d", "c", "k")))
+    assert per_sample is not None and per_sample.sizes[:2] == (1, 2)
+    assert conv_rule(_site(("d", "k"), ("n", "d", "o"))) is None    # c summed by X alone
+    assert conv_rule(_site(("d", "c", "k"), ("n", "d", "o", "k"))) is None   # k kept and summed
+    assert conv_rule(_site(("d", "c", "k"), ("n", "d", "o"), d=MIN_BLOCK // 3 - 1)) is None
+
+
+def _bound_step_inputs():
+    site = _site(("d", "c", "k"), ("n", "d", "o"))
+    step = conv_rule(site)
+    x = rand(2, 3, 9)
+    windows = torch.nn.functional.pad(x, (1, 1)).unfold(2, 3, 2)
+    return site, step, windows, rand(64, 3, 3)
+
+
+def test_the_bound_step_equals_einsum_and_falls_back_where_it_must():
+    site, step, windows, w = _bound_step_inputs()
+    expected = torch.einsum(site.equation(), windows, w)
+    assert_close(run_step(step, windows, w), expected)
+    # A copy: its strides no longer say where the pixels are, the einsum runs.
+    assert_close(run_step(step, windows.contiguous(), w), expected)
+    # Autograd records: the einsum runs, and the gradient reaches the operands.
+    w.requires_grad_()
+    got = run_step(step, windows, w)
+    assert got.grad_fn is not None
+    assert_close(got.detach(), expected)
+    (grad,) = torch.autograd.grad(got.sum(), w)
+    assert_close(grad, windows.sum((0, 2)).unsqueeze(0).expand_as(w))
+
+
+def test_the_kernel_not_the_fallback_computes_a_window_view(monkeypatch):
+    """The comparisons above check torch's kernel: with einsum unavailable, the step still
+    runs on a window view, and only the fallback (a copied view) needs einsum."""
+    site, step, windows, w = _bound_step_inputs()
+    expected = torch.einsum(site.equation(), windows, w)
+
+    def no_einsum(*args, **kwargs):
+        raise RuntimeError("einsum called")
+
+    monkeypatch.setattr(torch, "einsum", no_einsum)
+    assert_close(run_step(step, windows, w), expected)
+    with pytest.raises(RuntimeError, match="einsum called"):
+        run_step(step, windows.contiguous(), w)
+
+
+@given(params=conv_params(), per_sample=st.booleans())
+def test_any_hyper_parameters_with_kernel_sized_blocks(params, per_sample):
+    """Random hyper-parameters with 8x the channels (blocks of at least 64): forward and
+    (per-sample) weight VJPs on the tensor-network route equal torch."""
+    params = dict(params)
+    batch, _, *size = params.pop("input_shape")
+    params.pop("ndim")
+    params["in_channels"] *= 8
+    params["out_channels"] *= 8
+    spec = tnconv.ConvSpec(input_size=tuple(size), **params)
+    x, w = rand(batch, spec.in_channels, *size), rand(*spec.weight_shape)
+    v = rand(batch, spec.out_channels, *spec.output_size)
+    assert_close(tnconv.compile("forward", spec, strategy="tn")(x, w), layer(spec)(x, w))
+    got = tnconv.compile("weight_vjp", spec, strategy="tn", per_sample=per_sample)(x, v)
+    expected = per_sample_gradients(spec, x, w, v)
+    assert_close(got, expected if per_sample else expected.sum(0))

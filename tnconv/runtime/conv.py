@@ -1,0 +1,88 @@
+"""Runtime of the conv family: torch's convolution kernels on the data under a window view.
+
+The windowed register is a strided view [lead…, o1, k1, o2, k2, …]; the data the
+windows read is recovered from its strides (start stride = step · pixel stride, tap
+stride = dilation · pixel stride) over the extent they reach, the leading legs laid
+out as [batch, groups · channels], and torch's kernel runs with that stride and
+dilation and no padding (the view padded already). Where the strides do not say
+where the pixels are, or autograd records the step, the plain einsum runs.
+
+>>> import torch
+>>> from tnconv.lower.schedule.conv import ConvKernel
+>>> x, w = torch.rand(2, 3, 9, dtype=torch.float64), torch.rand(4, 3, 3, dtype=torch.float64)
+>>> step = ConvKernel((0, 1), 2, "abcd,ebd->aec", False, 2, (0, 1), (0, 1, 2), (2, 1, 3, 4),
+...                   (2, 4), (3,), (2,), (1,), (0, 1, 2))
+>>> torch.allclose(bind(step, [], None)([x.unfold(2, 3, 2), w, None]),
+...                torch.nn.functional.conv1d(x, w, stride=2))
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from tnconv.lower.schedule.conv import ConvKernel
+
+__all__ = ["bind"]
+
+Run = Callable[[Sequence[Any]], torch.Tensor]
+
+
+def _data(step: ConvKernel, v: torch.Tensor) -> Optional[torch.Tensor]:
+    """[batch, groups · channels, extent…]: the pixels the windows of `v` read, or None."""
+    lead = step.leading
+    shape, strides = tuple(v.shape), v.stride()
+    extents, pixel_strides = [], []
+    for d, (size, stride, dilation) in enumerate(zip(step.kernel, step.stride, step.dilation)):
+        starts, taps = shape[lead + 2 * d], shape[lead + 2 * d + 1]
+        s_start, s_tap = strides[lead + 2 * d], strides[lead + 2 * d + 1]
+        if taps > 1:
+            pixel, rest = divmod(s_tap, dilation)
+            if rest or (starts > 1 and s_start != stride * pixel):
+                return None
+        elif starts > 1:
+            pixel, rest = divmod(s_start, stride)
+            if rest:
+                return None
+        else:
+            pixel = 1
+        extents.append((starts - 1) * stride + (taps - 1) * dilation + 1)
+        pixel_strides.append(pixel)
+    data = v.as_strided(shape[:lead] + tuple(extents), strides[:lead] + tuple(pixel_strides),
+                        v.storage_offset())
+    batch, groups, channels, _ = step.sizes
+    return data.permute(step.data_order + tuple(range(lead, data.dim()))).reshape(
+        batch, groups * channels, *extents)
+
+
+def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
+    """The call of a conv-family step."""
+    windowed, other = step.inputs
+    batch, groups, channels, out = step.sizes
+    ndim = len(step.kernel)
+    stride, dilation, padding = list(step.stride), list(step.dilation), [0] * ndim
+
+    def run(r: Sequence[Any]) -> torch.Tensor:
+        v, w = r[windowed], r[other]
+        if torch.is_grad_enabled() and (v.requires_grad or w.requires_grad):
+            return torch.einsum(step.equation, v, w)
+        data = _data(step, v)
+        if data is None:
+            return torch.einsum(step.equation, v, w)
+        laid = w.permute(step.other_order)
+        if step.weight:
+            cotangent = laid.reshape(batch, groups * out, *laid.shape[laid.dim() - ndim:])
+            placeholder = v.new_empty(1).expand(groups * out, channels, *step.kernel)
+            result = torch.ops.aten.convolution_backward(
+                cotangent, data, placeholder, None, stride, padding, dilation, False,
+                [0] * ndim, groups, [False, True, False])[1]
+        else:
+            kernel = laid.reshape(groups * out, channels, *step.kernel)
+            result = torch.ops.aten.convolution(data, kernel, None, stride, padding, dilation,
+                                                False, [0] * ndim, groups)
+        result = result.reshape(*step.lead_shape, *result.shape[result.dim() - ndim:])
+        return result.permute(step.permutation)
+
+    return run
