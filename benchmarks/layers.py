@@ -141,6 +141,13 @@ _LIST = (
           batch=4, padding=8, dilation=4),
     Layer("i3d_1x3x3", "I3D / S3D separable 1×3×3", 64, 64, (1, 3, 3), (8, 56, 56), batch=2,
           padding=(0, 1, 1)),
+    # Added to check the conv step family's depthwise choice on layers it was not tuned on.
+    Layer("xception_dw3", "Xception middle flow depthwise 3×3", 728, 728, 3, (19, 19),
+          batch=8, padding=1, groups=728),
+    Layer("mobilenetv3_dw5", "MobileNetV3-Large depthwise 5×5 (72 ch, stride 2)", 72, 72, 5,
+          (56, 56), batch=4, stride=2, padding=2, groups=72),
+    Layer("convnext_s3_dw7", "ConvNeXt-T stage 3 depthwise 7×7", 384, 384, 7, (14, 14),
+          batch=8, padding=3, groups=384),
 )
 
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in _LIST}

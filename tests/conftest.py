@@ -17,3 +17,17 @@ settings.load_profile("tnconv")
 @pytest.fixture
 def device() -> torch.device:
     return DEVICE
+
+
+@pytest.fixture
+def without_conv_kernels(monkeypatch):
+    """The schedule's rules without `conv_rule`, plan caches cleared on both sides: tests of
+    the steps torch's convolution kernels would otherwise take (the windows family)."""
+    import tnconv
+    from tnconv.lower.schedule import builder
+
+    tnconv.clear_caches()
+    monkeypatch.setattr(builder, "RULES",
+                        tuple(rule for rule in builder.RULES if rule.__name__ != "conv_rule"))
+    yield
+    tnconv.clear_caches()

@@ -112,9 +112,10 @@ def test_taps_kept_shift_gemm_only_where_it_pays(channels, shift, monkeypatch):
     ((2, 2, 2), (5, 4, 6), 1, "circular")])
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_depthwise_taps_kept_are_one_grouped_correlation(kernel, size, dilation, mode,
-                                                          per_sample):
+                                                          per_sample, without_conv_kernels):
     """A depthwise weight VJP (per sample or summed) reads each row's taps by torch's
-    grouped convolution of the data with the row's cotangent (dilation as its stride)."""
+    grouped convolution of the data with the row's cotangent (dilation as its stride); the
+    windows family alone (torch's weight-gradient kernel takes up to 3 x 3 taps)."""
     from tests.curvature_references import per_sample_gradients
     spec = tnconv.ConvSpec(6, 6, kernel, size, padding="same", dilation=dilation, groups=6,
                            padding_mode=mode)

@@ -7,6 +7,7 @@ plain einsum where autograd records or the strides do not say where the pixels a
 
 from __future__ import annotations
 
+import dataclasses
 import pytest
 import torch
 from hypothesis import given
@@ -67,15 +68,46 @@ def test_per_sample_gradients_are_the_kernels_batch_times_groups(name):
     assert_close(compiled(x, v), per_sample_gradients(spec, x, w, v))
 
 
-@pytest.mark.parametrize("spec", [
-    tnconv.ConvSpec(32, 32, 3, input_size=(8, 8), groups=32, padding=1),   # depthwise
-    tnconv.ConvSpec(16, 16, 3, input_size=(8, 8), groups=4, padding=1),    # 4 x 4 blocks
-    tnconv.ConvSpec(16, 32, 1, input_size=(8, 8), stride=2),               # no windows
-    tnconv.ConvSpec(8, 8, (2, 2, 1, 2), input_size=(3, 3, 2, 3)),          # 4d: no kernel
+DEPTHWISE_3 = tnconv.ConvSpec(32, 32, 3, input_size=(8, 8), groups=32, padding=1)
+DEPTHWISE_5 = tnconv.ConvSpec(32, 32, 5, input_size=(8, 8), groups=32, padding=2)
+
+
+@pytest.mark.parametrize("op, spec, kernel", [
+    ("forward", DEPTHWISE_3, True),       # torch's depthwise convolution
+    ("weight_vjp", DEPTHWISE_3, True),    # and its weight gradient, up to 3 x 3 taps
+    ("forward", DEPTHWISE_5, True),
+    ("weight_vjp", DEPTHWISE_5, False),   # more taps: the shift steps
+    ("forward", tnconv.ConvSpec(16, 16, 3, input_size=(8, 8), groups=4, padding=1), False),
+    ("weight_vjp", tnconv.ConvSpec(16, 16, 3, input_size=(8, 8), groups=4, padding=1), False),
+    ("forward", tnconv.ConvSpec(16, 32, 1, input_size=(8, 8), stride=2), False),  # no windows
+    ("weight_vjp", tnconv.ConvSpec(16, 32, 1, input_size=(8, 8), stride=2), False),
+    ("forward", tnconv.ConvSpec(8, 8, (2, 2, 1, 2), input_size=(3, 3, 2, 3)), False),  # 4d
+    ("weight_vjp", tnconv.ConvSpec(8, 8, (2, 2, 1, 2), input_size=(3, 3, 2, 3)), False),
 ])
-def test_small_blocks_unwindowed_and_4d_layers_keep_their_steps(spec):
-    for op in ("forward", "weight_vjp"):
-        assert kernels(schedule_of(op, spec, 2)) == []
+def test_where_the_kernels_run(op, spec, kernel):
+    """Blocks of 64 weights or more, and depthwise blocks (weight gradients up to 3 x 3
+    taps), run by torch's kernels; ResNeXt-like 4 x 4 blocks, layers without windows and
+    4d layers keep their steps. The values equal torch's either way."""
+    steps = kernels(schedule_of(op, spec, 2))
+    assert bool(steps) is kernel
+    x, w = rand(2, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
+    v = rand(2, spec.out_channels, *spec.output_size)
+    if spec.ndim > 3:
+        return  # torch has no 4d convolution to compare with
+    compiled = tnconv.compile(op, spec, strategy="tn")
+    if op == "forward":
+        assert_close(compiled(x, w), layer(spec)(x, w))
+    else:
+        assert_close(compiled(x, v), _weight_grad(spec, x, v))
+
+
+def test_zero_padding_moves_into_the_kernel():
+    """A zero-padded layer: the argument is not padded first, the kernel pads; reflect
+    padding stays in the view."""
+    zeros = kernels(schedule_of("forward", CASES["2d padded"], 2))
+    assert [k.padding for k in zeros] == [(1, 1)]
+    reflect = kernels(schedule_of("forward", CASES["2d reflect"], 2))
+    assert [k.padding for k in reflect] == [None]
 
 
 def _site(other_legs: tuple[str, ...], out: tuple[str, ...], d: int = 64) -> Site:
@@ -118,6 +150,24 @@ def test_the_bound_step_equals_einsum_and_falls_back_where_it_must():
     assert_close(got.detach(), expected)
     (grad,) = torch.autograd.grad(got.sum(), w)
     assert_close(grad, windows.sum((0, 2)).unsqueeze(0).expand_as(w))
+
+
+def test_a_step_that_pads_reads_the_unpadded_data_and_falls_back_alike():
+    site, step, windows, w = _bound_step_inputs()
+    x = rand(2, 3, 9)
+    windows = torch.nn.functional.pad(x, (1, 1)).unfold(2, 3, 2)
+    expected = torch.einsum(site.equation(), windows, w)
+    padded = dataclasses.replace(step, padding=(1,))
+    assert_close(run_step(padded, x, w), expected)
+    x.requires_grad_()
+    got = run_step(padded, x, w)
+    (grad,) = torch.autograd.grad((got * expected).sum(), x)
+    reference = x.detach().requires_grad_()
+    (expected_grad,) = torch.autograd.grad(
+        (torch.nn.functional.conv1d(reference, w, stride=2, padding=1) * expected).sum(),
+        reference)
+    assert_close(got.detach(), expected)
+    assert_close(grad, expected_grad)
 
 
 def test_the_kernel_not_the_fallback_computes_a_window_view(monkeypatch):

@@ -19,6 +19,10 @@ from tnconv.lower.schedule.site import Operand, Site
 from tnconv.lower.schedule.windows import (ShiftGemm, ShiftGemmOutput, ShiftTap, TapLoop,
                                            TapOutput, reads_in_place, window_rule)
 
+#: The windows family alone: torch's convolution kernels (`conv_rule`) would take the
+#: depthwise and dense layers these tests build (tests/test_schedule_conv.py).
+pytestmark = pytest.mark.usefixtures("without_conv_kernels")
+
 
 def _site(view: View, legs, other, out, sizes, swap: bool = False) -> Site:
     windowed = Operand(0, tuple(legs), False, view=view, argument=True)

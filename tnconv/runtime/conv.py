@@ -4,8 +4,10 @@ The windowed register is a strided view [lead…, o1, k1, o2, k2, …]; the data
 windows read is recovered from its strides (start stride = step · pixel stride, tap
 stride = dilation · pixel stride) over the extent they reach, the leading legs laid
 out as [batch, groups · channels], and torch's kernel runs with that stride and
-dilation and no padding (the view padded already). Where the strides do not say
-where the pixels are, or autograd records the step, the plain einsum runs.
+dilation and no padding (the view padded already). A step with `padding` set
+(`tnconv.lower.schedule.conv_views`) reads the unpadded data [lead…, spatial…]
+itself and the kernel pads. Where the strides do not say where the pixels are, or
+autograd records the step, the plain einsum runs (on the padded window view).
 
 >>> import torch
 >>> from tnconv.lower.schedule.conv import ConvKernel
@@ -50,11 +52,31 @@ def _data(step: ConvKernel, v: torch.Tensor) -> Optional[torch.Tensor]:
             pixel = 1
         extents.append((starts - 1) * stride + (taps - 1) * dilation + 1)
         pixel_strides.append(pixel)
-    data = v.as_strided(shape[:lead] + tuple(extents), strides[:lead] + tuple(pixel_strides),
-                        v.storage_offset())
+    return _laid(step, v.as_strided(shape[:lead] + tuple(extents),
+                                    strides[:lead] + tuple(pixel_strides), v.storage_offset()))
+
+
+def _laid(step: ConvKernel, v: torch.Tensor) -> torch.Tensor:
+    """[batch, groups · channels, spatial…] from a register [lead…, spatial…]."""
     batch, groups, channels, _ = step.sizes
-    return data.permute(step.data_order + tuple(range(lead, data.dim()))).reshape(
-        batch, groups * channels, *extents)
+    lead = step.leading
+    return v.permute(step.data_order + tuple(range(lead, v.dim()))).reshape(
+        batch, groups * channels, *v.shape[lead:])
+
+
+def _window_view(step: ConvKernel, v: torch.Tensor) -> torch.Tensor:
+    """The zero-padded window view [lead…, o1, k1, …] of an unpadded register, the
+    operand the step's einsum reads (differentiable: a pad and a strided view)."""
+    lead, ndim = step.leading, len(step.kernel)
+    pads = [p for q in reversed(step.padding) for p in (q, q)]
+    padded = torch.nn.functional.pad(v, pads).contiguous()
+    shape, strides = list(padded.shape[:lead]), list(padded.stride()[:lead])
+    for d in range(ndim):
+        extent, pixel = padded.shape[lead + d], padded.stride(lead + d)
+        reach = (step.kernel[d] - 1) * step.dilation[d] + 1
+        shape += [(extent - reach) // step.stride[d] + 1, step.kernel[d]]
+        strides += [step.stride[d] * pixel, step.dilation[d] * pixel]
+    return padded.as_strided(shape, strides)
 
 
 def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
@@ -62,27 +84,35 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     windowed, other = step.inputs
     batch, groups, channels, out = step.sizes
     ndim = len(step.kernel)
-    stride, dilation, padding = list(step.stride), list(step.dilation), [0] * ndim
+    stride, dilation = list(step.stride), list(step.dilation)
+    padded = step.padding is not None
+    padding = list(step.padding) if padded else [0] * ndim
 
-    def run(r: Sequence[Any]) -> torch.Tensor:
-        v, w = r[windowed], r[other]
-        if torch.is_grad_enabled() and (v.requires_grad or w.requires_grad):
-            return torch.einsum(step.equation, v, w)
-        data = _data(step, v)
-        if data is None:
-            return torch.einsum(step.equation, v, w)
+    def kernel(data: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         laid = w.permute(step.other_order)
         if step.weight:
             cotangent = laid.reshape(batch, groups * out, *laid.shape[laid.dim() - ndim:])
-            placeholder = v.new_empty(1).expand(groups * out, channels, *step.kernel)
+            placeholder = data.new_empty(1).expand(groups * out, channels, *step.kernel)
             result = torch.ops.aten.convolution_backward(
                 cotangent, data, placeholder, None, stride, padding, dilation, False,
                 [0] * ndim, groups, [False, True, False])[1]
         else:
-            kernel = laid.reshape(groups * out, channels, *step.kernel)
-            result = torch.ops.aten.convolution(data, kernel, None, stride, padding, dilation,
+            weights = laid.reshape(groups * out, channels, *step.kernel)
+            result = torch.ops.aten.convolution(data, weights, None, stride, padding, dilation,
                                                 False, [0] * ndim, groups)
         result = result.reshape(*step.lead_shape, *result.shape[result.dim() - ndim:])
         return result.permute(step.permutation)
+
+    def run(r: Sequence[Any]) -> torch.Tensor:
+        v, w = r[windowed], r[other]
+        records = torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)
+        if padded:
+            if records:
+                return torch.einsum(step.equation, _window_view(step, v), w)
+            return kernel(_laid(step, v), w)
+        data = None if records else _data(step, v)
+        if data is None:
+            return torch.einsum(step.equation, v, w)
+        return kernel(data, w)
 
     return run

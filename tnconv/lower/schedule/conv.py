@@ -32,6 +32,7 @@ autograd records, runs the plain einsum the step carries.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 from typing import Optional
 
 from tnconv.ir.equation import spell
@@ -40,7 +41,7 @@ from tnconv.lower.schedule.einsum import sliced_einsum_rule
 from tnconv.lower.schedule.model import Step
 from tnconv.lower.schedule.site import Operand, Site
 
-__all__ = ["ConvKernel", "conv_rule", "KERNEL_NDIM", "MIN_BLOCK"]
+__all__ = ["ConvKernel", "conv_rule", "KERNEL_NDIM", "MIN_BLOCK", "DEPTHWISE_WEIGHT_TAPS"]
 
 #: Spatial dimensions torch has convolution kernels for.
 KERNEL_NDIM = (1, 2, 3)
@@ -49,6 +50,10 @@ KERNEL_NDIM = (1, 2, 3)
 #: the shift steps, measured faster there: weight VJPs of ResNeXt 0.45x torch tap by tap
 #: against 1.0x by its kernel, of a ConvNeXt depthwise 7×7 0.48x against 1.03x.
 MIN_BLOCK = 64
+#: Depthwise blocks run by the kernels in a convolution always; in a weight gradient up to
+#: this many taps (MobileNetV2's 3×3: 2.5x -> 1.5x torch; ConvNeXt's 7×7 stays 0.6x by
+#: the shift steps against 1.04x by the kernel).
+DEPTHWISE_WEIGHT_TAPS = 9
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,16 @@ class ConvKernel(Step):
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     permutation: tuple[int, ...]
+    #: Set by `conv_views.conv_arguments`: the windowed register holds the data before its
+    #: zero pads and windows, and the kernel pads by this much per spatial dimension.
+    padding: Optional[tuple[int, ...]] = None
 
     def label(self) -> str:
         batch, groups, channels, out = self.sizes
         what = "weight gradient" if self.weight else "convolution"
+        pads = f", padding {self.padding}" if self.padding is not None and any(self.padding) else ""
         return (f"torch {what} kernel ({batch} x [{channels} -> {out}] channels, {groups} "
-                f"group{'s' if groups > 1 else ''})")
+                f"group{'s' if groups > 1 else ''}{pads})")
 
 
 def _windows(view: View, leading: int, pairs: int) -> Optional[tuple[tuple[int, int, int], ...]]:
@@ -98,6 +107,17 @@ def _windows(view: View, leading: int, pairs: int) -> Optional[tuple[tuple[int, 
     if len(windows) != pairs or any(w is None for w in windows):
         return None
     return tuple(windows)  # type: ignore[arg-type]
+
+
+def _pays(weight: bool, sizes: tuple[int, int, int, int], kernel: tuple[int, ...]) -> bool:
+    """Whether torch's kernel beats the shift steps, as measured: a weight block of
+    `MIN_BLOCK` entries or more; or a depthwise block (one channel in, one out), whose
+    convolution torch runs by a dedicated kernel, and whose weight gradient pays up to
+    `DEPTHWISE_WEIGHT_TAPS` taps."""
+    channels, out = sizes[2:]
+    if channels * out >= MIN_BLOCK:
+        return True
+    return channels == out == 1 and (not weight or prod(kernel) <= DEPTHWISE_WEIGHT_TAPS)
 
 
 def conv_rule(site: Site) -> Optional[ConvKernel]:
@@ -153,9 +173,9 @@ def _conv_step(site: Site, windowed: Operand, other: Operand) -> Optional[ConvKe
     if sorted(other_layout) != sorted(other_legs):
         return None
     sizes = (site.size(batch), site.size(shared), site.size(channels), site.size(extra))
-    if sizes[2] * sizes[3] < MIN_BLOCK:
-        return None
     kernel, stride, dilation = (tuple(w[n] for w in windows) for n in range(3))
+    if not _pays(weight, sizes, kernel):
+        return None
     return ConvKernel(
         (windowed.register, other.register), site.output, spell([legs, other_legs], out),
         weight, leading, tuple(lead.index(leg) for leg in batch + shared + channels),

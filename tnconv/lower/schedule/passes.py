@@ -7,6 +7,9 @@
   a product's alpha, a sum), and only where it then scales the result exactly once;
 - `gather_arguments` (`tnconv.lower.schedule.gather_views`): a selection gathering alone
   from an argument's view takes its rows inside the view, before the windows;
+- `conv_arguments` (`tnconv.lower.schedule.conv_views`): torch's convolution kernel
+  reading alone an argument's zero-padded window view pads as it reads, the padded
+  copy never made;
 - `mark_views`: whether the result is only a view of the argument (one `as_strided`
   and a copy per call) or may share its memory;
 - `prune`: what nothing reads is dropped (copies' constants, merged chain results).
@@ -32,6 +35,7 @@ from typing import Callable, Optional
 
 from tnconv.ir.constants import Scaled
 from tnconv.ir.layout import Layout
+from tnconv.lower.schedule.conv_views import conv_arguments
 from tnconv.lower.schedule.gather_views import gather_arguments
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import Gram, MatrixChain, with_alpha
@@ -215,7 +219,8 @@ def prune(schedule: Schedule) -> Schedule:
 
 #: The passes, in the order they run.
 PASSES: tuple[Callable[[Schedule], Schedule], ...] = (
-    merge_chains, sum_arguments, fold_scale, gather_arguments, mark_views, prune)
+    merge_chains, sum_arguments, fold_scale, gather_arguments, conv_arguments, mark_views,
+    prune)
 
 
 def run_passes(schedule: Schedule) -> Schedule:
