@@ -18,7 +18,7 @@ from tests.curvature_references import layer, per_sample_gradients
 from tests.helpers import assert_close, rand, run_step, schedule_of
 from tests.strategies import conv_params
 from tnconv.ir.views import Pad, View, Window
-from tnconv.lower.schedule.conv import MIN_BLOCK, ConvKernel, conv_rule
+from tnconv.lower.schedule.conv import MAX_WEIGHT_OUT, MIN_BLOCK, ConvKernel, conv_rule
 from tnconv.lower.schedule.site import Operand, Site
 
 CASES = {  # large enough channel blocks for the kernels
@@ -127,6 +127,9 @@ def test_the_rule_reads_the_roles_of_the_legs():
     assert conv_rule(_site(("d", "k"), ("n", "d", "o"))) is None    # c summed by X alone
     assert conv_rule(_site(("d", "c", "k"), ("n", "d", "o", "k"))) is None   # k kept and summed
     assert conv_rule(_site(("d", "c", "k"), ("n", "d", "o"), d=MIN_BLOCK // 3 - 1)) is None
+    wide = MAX_WEIGHT_OUT + 1  # a weight gradient with that many outputs: unfolded product
+    assert conv_rule(_site(("d", "c", "k"), ("n", "d", "o"), d=wide)) is not None
+    assert conv_rule(_site(("n", "d", "o"), ("d", "c", "k"), d=wide)) is None
 
 
 def _bound_step_inputs():

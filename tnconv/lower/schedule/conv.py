@@ -41,7 +41,8 @@ from tnconv.lower.schedule.einsum import sliced_einsum_rule
 from tnconv.lower.schedule.model import Step
 from tnconv.lower.schedule.site import Operand, Site
 
-__all__ = ["ConvKernel", "conv_rule", "KERNEL_NDIM", "MIN_BLOCK", "DEPTHWISE_WEIGHT_TAPS"]
+__all__ = ["ConvKernel", "conv_rule", "KERNEL_NDIM", "MIN_BLOCK", "DEPTHWISE_WEIGHT_TAPS",
+           "MAX_WEIGHT_OUT"]
 
 #: Spatial dimensions torch has convolution kernels for.
 KERNEL_NDIM = (1, 2, 3)
@@ -54,6 +55,10 @@ MIN_BLOCK = 64
 #: this many taps (MobileNetV2's 3×3: 2.5x -> 1.5x torch; ConvNeXt's 7×7 stays 0.6x by
 #: the shift steps against 1.04x by the kernel).
 DEPTHWISE_WEIGHT_TAPS = 9
+#: Weight gradients with more outputs per group than this (a GGN's columns times the
+#: output channels) run as an unfolded product: Inception's 1×7 with 10 columns takes
+#: 67 ms by the kernel (groups = the batch) against 39 ms unfolded.
+MAX_WEIGHT_OUT = 512
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,13 @@ def _windows(view: View, leading: int, pairs: int) -> Optional[tuple[tuple[int, 
 
 
 def _pays(weight: bool, sizes: tuple[int, int, int, int], kernel: tuple[int, ...]) -> bool:
-    """Whether torch's kernel beats the shift steps, as measured: a weight block of
-    `MIN_BLOCK` entries or more; or a depthwise block (one channel in, one out), whose
-    convolution torch runs by a dedicated kernel, and whose weight gradient pays up to
-    `DEPTHWISE_WEIGHT_TAPS` taps."""
+    """Whether torch's kernel beats the other steps, as measured: a weight block of
+    `MIN_BLOCK` entries or more (in a weight gradient, at most `MAX_WEIGHT_OUT` outputs);
+    or a depthwise block (one channel in, one out), whose convolution torch runs by a
+    dedicated kernel, and whose weight gradient pays up to `DEPTHWISE_WEIGHT_TAPS` taps."""
     channels, out = sizes[2:]
+    if weight and out > MAX_WEIGHT_OUT:
+        return False
     if channels * out >= MIN_BLOCK:
         return True
     return channels == out == 1 and (not weight or prod(kernel) <= DEPTHWISE_WEIGHT_TAPS)
