@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from tnconv.ir.views import Pad, View, Window
 from tnconv.lower.schedule.conv import ConvKernel
 
 __all__ = ["bind"]
@@ -64,21 +65,6 @@ def _laid(step: ConvKernel, v: torch.Tensor) -> torch.Tensor:
         batch, groups * channels, *v.shape[lead:])
 
 
-def _window_view(step: ConvKernel, v: torch.Tensor) -> torch.Tensor:
-    """The zero-padded window view [lead…, o1, k1, …] of an unpadded register, the
-    operand the step's einsum reads (differentiable: a pad and a strided view)."""
-    lead, ndim = step.leading, len(step.kernel)
-    pads = [p for q in reversed(step.padding) for p in (q, q)]
-    padded = torch.nn.functional.pad(v, pads).contiguous()
-    shape, strides = list(padded.shape[:lead]), list(padded.stride()[:lead])
-    for d in range(ndim):
-        extent, pixel = padded.shape[lead + d], padded.stride(lead + d)
-        reach = (step.kernel[d] - 1) * step.dilation[d] + 1
-        shape += [(extent - reach) // step.stride[d] + 1, step.kernel[d]]
-        strides += [step.stride[d] * pixel, step.dilation[d] * pixel]
-    return padded.as_strided(shape, strides)
-
-
 def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     """The call of a conv-family step."""
     windowed, other = step.inputs
@@ -87,6 +73,11 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     stride, dilation = list(step.stride), list(step.dilation)
     padded = step.padding is not None
     padding = list(step.padding) if padded else [0] * ndim
+    lead = step.leading
+    # The padded window view the step's einsum reads, for the fallback of a padding step.
+    windows = tuple(Pad(lead + d, p, p) for d, p in enumerate(padding)) + tuple(
+        Window(lead + 2 * d, size, s, dil)
+        for d, (size, s, dil) in enumerate(zip(step.kernel, stride, dilation)))
 
     def kernel(data: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         laid = w.permute(step.other_order)
@@ -108,7 +99,7 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
         records = torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)
         if padded:
             if records:
-                return torch.einsum(step.equation, _window_view(step, v), w)
+                return torch.einsum(step.equation, View(tuple(v.shape), windows).apply_torch(v), w)
             return kernel(_laid(step, v), w)
         data = None if records else _data(step, v)
         if data is None:
