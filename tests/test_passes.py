@@ -270,18 +270,19 @@ def test_stride_phases_only_on_strided_zero_padded_scatters(op, spec):
     assert stride_phases(net) is None
 
 
-def test_a_strided_depthwise_scatter_runs_per_phase():
-    """EfficientNet's 5x5/2 depthwise transposed convolution: the rewrite keeps the phase
-    split (the dilated form multiplies three zeros in four), and the schedule interleaves
-    the phases with folds of non-overlapping patches."""
-    spec = ConvSpec(8, 8, 5, input_size=(7, 7), stride=2, padding=2, groups=8,
+def test_a_strided_grouped_scatter_runs_per_phase():
+    """A 5x5/2 transposed convolution with groups of one channel in and two out, blocks
+    torch's kernels do not run (`conv._pays`): the rewrite keeps the phase split (the
+    dilated form multiplies three zeros in four), and the schedule interleaves the phases
+    with folds of non-overlapping patches."""
+    spec = ConvSpec(8, 16, 5, input_size=(7, 7), stride=2, padding=2, groups=8,
                     transposed=True)
     compiled = tnconv.compile("forward", spec, strategy="tn", batch_size=2)
     assert "stride_phases" in [step.rule for step in compiled.rewrite_result().steps]
     folds = [step for step in compiled.schedule().steps if isinstance(step, Fold)]
     assert len(folds) == 2 and all(f.pattern.kernel_size == f.pattern.stride == 2
                                    for f in folds)
-    x, w = rand(2, 8, 7, 7), rand(8, 1, 5, 5)
+    x, w = rand(2, 8, 7, 7), rand(8, 2, 5, 5)
     expected = torch.nn.functional.conv_transpose2d(x, w, stride=2, padding=2, groups=8)
     assert_close(compiled(x, w), expected)
 

@@ -17,8 +17,9 @@ import tnconv
 from tests.curvature_references import layer, per_sample_gradients
 from tests.helpers import assert_close, rand, run_step, schedule_of
 from tests.strategies import conv_params
-from tnconv.ir.views import Pad, View, Window
+from tnconv.ir.views import Dilate, Pad, View, Window
 from tnconv.lower.schedule.conv import MAX_WEIGHT_OUT, MIN_BLOCK, ConvKernel, conv_rule
+from tnconv.lower.schedule.conv_views import split_windows, transposed_arguments
 from tnconv.lower.schedule.site import Operand, Site
 
 CASES = {  # large enough channel blocks for the kernels
@@ -160,7 +161,8 @@ def test_a_step_that_pads_reads_the_unpadded_data_and_falls_back_alike():
     x = rand(2, 3, 9)
     windows = torch.nn.functional.pad(x, (1, 1)).unfold(2, 3, 2)
     expected = torch.einsum(site.equation(), windows, w)
-    padded = dataclasses.replace(step, padding=(1,))
+    padded = dataclasses.replace(step, padding=(1,),
+                                 reads=(Pad(2, 1, 1), Window(2, size=3, step=2)))
     assert_close(run_step(padded, x, w), expected)
     x.requires_grad_()
     got = run_step(padded, x, w)
@@ -204,3 +206,131 @@ def test_any_hyper_parameters_with_kernel_sized_blocks(params, per_sample):
     got = tnconv.compile("weight_vjp", spec, strategy="tn", per_sample=per_sample)(x, v)
     expected = per_sample_gradients(spec, x, w, v)
     assert_close(got, expected if per_sample else expected.sum(0))
+
+
+TRANSPOSED = {  # (spec, operation): strided scatters whose blocks torch's kernels run
+    "2d depthwise 5x5/2": (tnconv.ConvSpec(16, 16, 5, input_size=(14, 14), stride=2,
+                                           padding=2, groups=16), "input_vjp"),
+    "2d depthwise transposed": (tnconv.ConvSpec(16, 16, 3, input_size=(7, 7), stride=2,
+                                                padding=1, output_padding=1, groups=16,
+                                                transposed=True), "forward"),
+    "3d 3x3x3/2": (tnconv.ConvSpec(8, 16, 3, input_size=(6, 8, 8), stride=2, padding=1),
+                   "input_vjp"),
+    "1d dilated": (tnconv.ConvSpec(8, 16, 3, input_size=(30,), stride=3, dilation=2,
+                                   padding=2), "input_vjp"),
+    "2d mixed strides": (tnconv.ConvSpec(16, 8, (3, 2), input_size=(11, 10), stride=(2, 1),
+                                         padding=(1, 0)), "input_vjp"),
+}
+
+
+def _input_grad(spec: tnconv.ConvSpec, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    x = rand(v.shape[0], spec.in_channels, *spec.input_size).requires_grad_()
+    (layer(spec)(x, w) * v).sum().backward()
+    return x.grad
+
+
+@pytest.mark.parametrize("name", TRANSPOSED)
+def test_a_strided_scatter_runs_as_one_transposed_kernel(name):
+    """Input VJPs and transposed convolutions: the cotangent is gathered (dilated and
+    padded under stride-1 windows, the kernel flipped), and that whole network is one
+    call of torch's transposed convolution reading the cotangent as it is, no dilated
+    copy and no folds."""
+    spec, op = TRANSPOSED[name]
+    batch = 2
+    compiled = tnconv.compile(op, spec, strategy="tn")
+    schedule = compiled.schedule(batch)
+    (step,) = schedule.steps
+    assert isinstance(step, ConvKernel) and step.transposed == spec.stride
+    assert "scatter_to_gather" in [s.rule for s in compiled.rewrite_result(batch).steps]
+    assert not any(isinstance(s, Dilate) for a in schedule.arguments if a.view is not None
+                   for s in a.view.steps)
+    w = rand(*spec.weight_shape)
+    if op == "forward":
+        x = rand(batch, spec.in_channels, *spec.input_size)
+        assert_close(compiled(x, w), layer(spec)(x, w))
+    else:
+        v = rand(batch, spec.out_channels, *spec.output_size)
+        assert_close(compiled(w, v), _input_grad(spec, w, v))
+
+
+def test_the_transposed_kernel_falls_back_to_the_gathered_einsum_under_autograd():
+    """Where autograd records, the step reads its view (dilation, pads, windows) and runs
+    the einsum: the same value, and the gradient through it is torch's."""
+    spec, _ = TRANSPOSED["2d depthwise 5x5/2"]
+    compiled = tnconv.compile("input_vjp", spec, strategy="tn")
+    w, v = rand(*spec.weight_shape), rand(2, spec.out_channels, *spec.output_size)
+    expected = _input_grad(spec, w, v)
+    v.requires_grad_()
+    got = compiled(w, v)
+    assert_close(got.detach(), expected)
+    (grad,) = torch.autograd.grad((got * expected).sum(), v)
+    reference = v.detach().requires_grad_()
+    (expected_grad,) = torch.autograd.grad((_input_grad_graph(spec, w, reference)
+                                            * expected).sum(), reference)
+    assert_close(grad, expected_grad)
+
+
+def _input_grad_graph(spec: tnconv.ConvSpec, w: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The input gradient as a differentiable function of the cotangent `v`."""
+    x = rand(v.shape[0], spec.in_channels, *spec.input_size).requires_grad_()
+    (grad,) = torch.autograd.grad((layer(spec)(x, w) * v).sum(), x, create_graph=True)
+    return grad
+
+
+@pytest.mark.parametrize("spec", [
+    tnconv.ConvSpec(8, 16, 5, input_size=(14, 14), stride=2, padding=2, groups=8),  # 1 -> 2
+    tnconv.ConvSpec(8, 8, 3, input_size=(9, 9), stride=2, padding=1, groups=8,
+                    padding_mode="reflect"),  # a padding that does not scatter by zeros
+])
+def test_a_scatter_the_kernels_cannot_run_keeps_its_steps(spec):
+    """Small blocks (one channel in, two out per group) and reflect padding keep the
+    cheapest rewrite by the network cost: no dilated copy is ever multiplied."""
+    schedule = schedule_of("input_vjp", spec, 2)
+    assert not any(step.transposed for step in kernels(schedule))
+    assert not any(isinstance(s, Dilate) for a in schedule.arguments if a.view is not None
+                   for s in a.view.steps)
+    compiled = tnconv.compile("input_vjp", spec, strategy="tn")
+    w, v = rand(*spec.weight_shape), rand(2, spec.out_channels, *spec.output_size)
+    assert_close(compiled(w, v), _input_grad(spec, w, v))
+
+
+@given(params=conv_params(modes=("zeros",)))
+def test_any_strided_input_vjp_with_kernel_sized_blocks(params):
+    """Random zero-padded hyper-parameters with 8x the channels: the input VJP on the
+    tensor-network route equals torch's, whichever form the compiler picks."""
+    params = dict(params)
+    batch, _, *size = params.pop("input_shape")
+    params.pop("ndim")
+    params["in_channels"] *= 8
+    params["out_channels"] *= 8
+    spec = tnconv.ConvSpec(input_size=tuple(size), **params)
+    w, v = rand(*spec.weight_shape), rand(batch, spec.out_channels, *spec.output_size)
+    got = tnconv.compile("input_vjp", spec, strategy="tn")(w, v)
+    assert_close(got, _input_grad(spec, w, v))
+
+
+@pytest.mark.parametrize("steps, found", [
+    ((Pad(2, 1, 1), Window(2, 3, 2)), ((1, 1),)),
+    ((Dilate(2, 2), Pad(2, 2, 3), Window(2, 5, 1)), ((2, 3),)),
+    ((Dilate(2, 2), Pad(2, 1, 2), Window(2, 3, 1), Pad(4, 1, 1), Window(4, 3, 1)),
+     ((1, 2), (1, 1))),
+    ((Pad(2, 1, 1), Dilate(2, 2), Window(2, 3, 1)), None),    # padded before dilated
+    ((Pad(2, 1, 1, "reflect"), Window(2, 3, 1)), None),       # not zeros
+    ((Pad(1, 1, 1), Window(2, 3, 1)), None),                  # a leading dim padded
+    ((Window(3, 3, 1), Window(2, 3, 1)), None),               # windows out of order
+])
+def test_split_windows_reads_dilations_pads_and_windows_per_dimension(steps, found):
+    base = (2, 3, 9, 9) if sum(isinstance(s, Window) for s in steps) == 2 else (2, 3, 9)
+    tail = split_windows(View(base, steps), leading=2)
+    assert (tail.pads if tail is not None else None) == found
+    if tail is not None:
+        assert tail.prefix.steps == () and tail.steps == steps
+
+
+def test_transposed_arguments_only_where_torch_has_that_convolution():
+    tail = split_windows(View((2, 4), (Dilate(1, 2), Pad(1, 2, 3), Window(1, 5, 1))), 1)
+    assert transposed_arguments(tail, (5,), (1,), (1,)) == ((2,), (1,))
+    assert transposed_arguments(tail, (5,), (2,), (1,)) is None   # strided windows
+    assert transposed_arguments(tail, (2,), (1,), (1,)) is None   # pads beyond the taps
+    wide = split_windows(View((2, 4), (Dilate(1, 2), Pad(1, 2, 6), Window(1, 5, 1))), 1)
+    assert transposed_arguments(wide, (5,), (1,), (1,)) is None   # output padding >= stride

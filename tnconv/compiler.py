@@ -25,7 +25,10 @@ from tnconv.ir.network import Network
 from tnconv.ir.selection import SELECTION_ROLE
 from tnconv.lower import EinsumProgram, Schedule, build_schedule, lower, price
 from tnconv.ops import Operation, get_operation
-from tnconv.rewrite.driver import EXPORT_RULES, RewriteResult, best_rewrite, rewrite
+from tnconv.lower.schedule.conv_views import runs_by_kernels
+from tnconv.rewrite.driver import (EXPORT_RULES, GATHER_ORDER, RewriteResult, best_rewrite,
+                                   rewrite)
+from tnconv.rewrite.rules import scatter_to_gather
 from tnconv.runtime.interpreter import Bound, bound
 from tnconv.spec.conv_spec import ConvSpec
 
@@ -75,7 +78,21 @@ class Compiled:
         if own is not None:  # e.g. the sampled operations: the exact one's rewrite, then sampled
             return self._rewrites.get_or_create(
                 batch, lambda: own(self.operation, self.spec, batch, self.options))
-        return self._rewrites.get_or_create(batch, lambda: best_rewrite(self.input_network(batch)))
+        return self._rewrites.get_or_create(batch, lambda: self._best_rewrite(batch))
+
+    def _best_rewrite(self, batch: int) -> RewriteResult:
+        """The cheapest rewrite by the network cost (`best_rewrite`); for a network that
+        scatters, its fully gathered form instead where the schedule runs that by torch's
+        kernels alone (a transposed convolution: the dilated cotangent's zeros, which the
+        network cost counts, are never multiplied)."""
+        net = self.input_network(batch)
+        best = best_rewrite(net)
+        if scatter_to_gather(net) is None:
+            return best
+        gathered = rewrite(net, GATHER_ORDER)
+        result = self.operation.result_shape(self.spec, batch, **self.options)
+        schedule = build_schedule(lower(gathered.network, self.operation.arguments, result))
+        return gathered if runs_by_kernels(schedule) else best
 
     def network(self, batch_size: int | None = None) -> Network:
         """The network that is lowered (after the rewrites, when enabled)."""

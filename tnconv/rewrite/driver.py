@@ -29,17 +29,21 @@ from tnconv.rewrite.rules import (constant_fusion, full_extent_kernel, identity_
                      stride_phases)
 
 __all__ = ["Rule", "RuleSet", "Step", "RewriteResult", "rewrite", "CLEANUP", "CONNECTIVITY",
-           "FUSION", "SELECTION", "SCATTER", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
+           "FUSION", "SELECTION", "SCATTER", "GATHER",
+           "GATHER_ORDER", "DEFAULT_RULES", "EXPORT_RULES", "REWRITE_ORDERS", "best_rewrite"]
 
 Rule = Callable[[Network], Optional[Network]]
 
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Rules run together to a fixed point; earlier rules are preferred."""
+    """Rules run together to a fixed point; earlier rules are preferred. An unpriced
+    set (`priced=False`) applies its rules whatever the cost: a form the schedule may run
+    by a kernel the network cost cannot see (`GATHER`)."""
 
     name: str
     rules: tuple[Rule, ...]
+    priced: bool = True
 
 
 CLEANUP = RuleSet("cleanup", (identity_pruning, squeeze_size_one, merge_parallel_legs))
@@ -54,6 +58,13 @@ SELECTION = RuleSet("selection", (selection_lowering,) + CLEANUP.rules)
 #: padded cotangent with the flipped kernel; tap loops and shift-GEMMs run them in place.
 SCATTER = RuleSet("scatter", (selection_lowering, stride_phases, scatter_to_gather)
                   + CLEANUP.rules)
+#: Every scattering pattern as a gathering one, whatever the network cost: the cotangent
+#: dilated and padded under stride-1 windows, the kernel flipped. Its dilated legs are
+#: mostly zeros, which the network cost counts and torch's transposed convolution kernel
+#: skips (`tnconv.lower.schedule.conv_views`); compile keeps it only where the schedule
+#: runs it by kernels (`GATHER_ORDER`).
+GATHER = RuleSet("gather", (selection_lowering, scatter_to_gather) + CLEANUP.rules,
+                 priced=False)
 
 #: Everything, cheapest rewrites first; the general window views last.
 DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)
@@ -62,6 +73,8 @@ DEFAULT_RULES = (CONNECTIVITY, FUSION, SELECTION)
 #: third gathers where the others scatter.
 REWRITE_ORDERS = (DEFAULT_RULES, (CONNECTIVITY, SELECTION, FUSION),
                   (CONNECTIVITY, SCATTER, FUSION))
+#: The order that gathers everything (`GATHER`), for networks that scatter.
+GATHER_ORDER = (CONNECTIVITY, GATHER, FUSION)
 #: The rules that introduce no data views: a plain dense einsum for export.
 EXPORT_RULES = (CLEANUP, FUSION)
 
@@ -133,6 +146,15 @@ def _first_step(net: Network, cost: Cost,
     return None
 
 
+def _any_step(net: Network, rule_set: RuleSet) -> Optional[tuple[Rule, Network, Cost]]:
+    """The first rule of an unpriced set that changes `net`, whatever the cost."""
+    for rule in rule_set.rules:
+        candidate = rule(net)
+        if candidate is not None and candidate != net:
+            return rule, candidate, network_cost(candidate)
+    return None
+
+
 def _chain(net: Network, cost: Cost, rule_set: RuleSet,
            limit: int = 16) -> list[tuple[Rule, Network, Cost]]:
     """Look ahead: apply the set's rules regardless of cost, up to `limit` steps.
@@ -163,7 +185,8 @@ def rewrite(net: Network, rules: Union[RuleSet, Sequence[RuleSet], Sequence[Rule
     cost = network_cost(net)
     for rule_set in _as_sets(rules):
         while len(steps) < max_steps:
-            found = _first_step(net, cost, rule_set)
+            found = (_first_step(net, cost, rule_set) if rule_set.priced
+                     else _any_step(net, rule_set))
             chain = [found] if found is not None else _chain(net, cost, rule_set)
             if not chain:
                 break

@@ -6,7 +6,8 @@ stride = dilation · pixel stride) over the extent they reach, the leading legs 
 out as [batch, groups · channels], and torch's kernel runs with that stride and
 dilation and no padding (the view padded already). A step with `padding` set
 (`tnconv.lower.schedule.conv_views`) reads the unpadded data [lead…, spatial…]
-itself and the kernel pads. Where the strides do not say where the pixels are, or
+itself and the kernel pads; one with `transposed` set reads the data before its
+dilation too and runs torch's transposed convolution. Where the strides do not say where the pixels are, or
 autograd records the step, the plain einsum runs (on the padded window view).
 
 >>> import torch
@@ -25,7 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from tnconv.ir.views import Pad, View, Window
+from tnconv.ir.views import View
 from tnconv.lower.schedule.conv import ConvKernel
 
 __all__ = ["bind"]
@@ -71,13 +72,8 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     batch, groups, channels, out = step.sizes
     ndim = len(step.kernel)
     stride, dilation = list(step.stride), list(step.dilation)
-    padded = step.padding is not None
-    padding = list(step.padding) if padded else [0] * ndim
-    lead = step.leading
-    # The padded window view the step's einsum reads, for the fallback of a padding step.
-    windows = tuple(Pad(lead + d, p, p) for d, p in enumerate(padding)) + tuple(
-        Window(lead + 2 * d, size, s, dil)
-        for d, (size, s, dil) in enumerate(zip(step.kernel, stride, dilation)))
+    padding = list(step.padding) if step.padding is not None else [0] * ndim
+    spatial = tuple(range(3, 3 + ndim))
 
     def kernel(data: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         laid = w.permute(step.other_order)
@@ -87,6 +83,12 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
             result = torch.ops.aten.convolution_backward(
                 cotangent, data, placeholder, None, stride, padding, dilation, False,
                 [0] * ndim, groups, [False, True, False])[1]
+        elif step.transposed is not None:  # the windows' flipped kernel, flipped back
+            weights = laid.reshape(groups, out, channels, *step.kernel).transpose(1, 2).flip(
+                spatial).reshape(groups * channels, out, *step.kernel)
+            result = torch.ops.aten.convolution(
+                data, weights, None, list(step.transposed), padding, dilation, True,
+                list(step.output_padding), groups)
         else:
             weights = laid.reshape(groups * out, channels, *step.kernel)
             result = torch.ops.aten.convolution(data, weights, None, stride, padding, dilation,
@@ -97,9 +99,9 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     def run(r: Sequence[Any]) -> torch.Tensor:
         v, w = r[windowed], r[other]
         records = torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)
-        if padded:
+        if step.reads is not None:  # the register holds the data before these view steps
             if records:
-                return torch.einsum(step.equation, View(tuple(v.shape), windows).apply_torch(v), w)
+                return torch.einsum(step.equation, View(tuple(v.shape), step.reads).apply_torch(v), w)
             return kernel(_laid(step, v), w)
         data = None if records else _data(step, v)
         if data is None:

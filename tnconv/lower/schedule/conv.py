@@ -85,13 +85,21 @@ class ConvKernel(Step):
     stride: tuple[int, ...]
     dilation: tuple[int, ...]
     permutation: tuple[int, ...]
-    #: Set by `conv_views.conv_arguments`: the windowed register holds the data before its
-    #: zero pads and windows, and the kernel pads by this much per spatial dimension.
+    #: Set by `conv_views.conv_arguments`: the windowed register holds the data before
+    #: these view steps (dilations, zero pads, the windows), which the kernel does itself;
+    #: it pads by `padding` per spatial dimension.
+    reads: Optional[tuple] = None
     padding: Optional[tuple[int, ...]] = None
+    #: The dilation factors of a transposed convolution (its strides) and its output
+    #: padding, where the windows read dilated data (`conv_views.transposed_arguments`).
+    transposed: Optional[tuple[int, ...]] = None
+    output_padding: Optional[tuple[int, ...]] = None
 
     def label(self) -> str:
         batch, groups, channels, out = self.sizes
         what = "weight gradient" if self.weight else "convolution"
+        if self.transposed is not None:
+            what = f"transposed convolution (stride {self.transposed})"
         pads = f", padding {self.padding}" if self.padding is not None and any(self.padding) else ""
         return (f"torch {what} kernel ({batch} x [{channels} -> {out}] channels, {groups} "
                 f"group{'s' if groups > 1 else ''}{pads})")

@@ -1,33 +1,47 @@
-"""Zero padding moved into torch's convolution kernels: the argument is not padded first.
+"""Zero padding and dilation moved into torch's convolution kernels: the argument is
+read as it is.
 
-A conv-family step reads the pixels under a window view. Where that view ends in
-zero pads of the spatial dimensions (the same on both sides) and then the windows,
-the kernel pads as it reads: the argument register holds the tensor before the pads
-(the view's earlier steps still applied), and the step carries the padding. This
-saves the padded copy, one pass over the data, which is as much as the whole
-convolution of a depthwise layer moves.
+A conv-family step reads the pixels under a window view. Where that view ends, per
+spatial dimension, in an optional dilation, an optional zero pad and the window,
+the kernel does those steps as it reads (`split_windows`):
+
+- zero pads alone, the same on both sides: the convolution kernel pads. This saves
+  the padded copy, one pass over the data, which is as much as the whole
+  convolution of a depthwise layer moves.
+- a dilation (the cotangent spread out by a stride, zeros between, as
+  `tnconv.rewrite.rules.scatter_to_gather` writes a transposed convolution) under
+  stride-1 windows: torch's transposed convolution kernel, which skips the zeros the
+  dilated copy would hold and multiply (S^N of them in N strided dimensions). The
+  window over the dilated, padded data with the flipped kernel is the transposed
+  convolution with stride S and padding (K−1)·D − left: the kernel flips the weight
+  back (`tnconv.runtime.conv`).
 
 `conv_arguments`, a schedule pass, applies it to every conv step that is the only
-reader of its argument, in 2d and 3d (`PADS_IN_KERNEL`).
+reader of its argument: padding in 2d and 3d (`PADS_IN_KERNEL`), dilation in 1d-3d.
 
->>> from tnconv.ir.views import Pad, Reshape, View, Window
+>>> from tnconv.ir.views import Dilate, Pad, Reshape, View, Window
 >>> view = View((2, 12, 9), (Reshape((2, 3, 4, 9)), Pad(3, 1, 1), Window(3, size=3, step=2)))
->>> prefix, padding = split_padding(view, leading=3)
->>> prefix.shape, padding
-((2, 3, 4, 9), (1,))
+>>> tail = split_windows(view, leading=3)
+>>> tail.prefix.shape, tail.pads, tail.factors
+((2, 3, 4, 9), ((1, 1),), (1,))
+>>> view = View((2, 4), (Dilate(1, 2), Pad(1, 2, 3), Window(1, size=5, step=1)))
+>>> tail = split_windows(view, leading=1)
+>>> tail.pads, tail.factors, transposed_arguments(tail, (5,), (1,), (1,))
+(((2, 3),), (2,), ((2,), (1,)))
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
-from tnconv.ir.views import Pad, View, Window
+from tnconv.ir.views import Dilate, Pad, View, Window
 from tnconv.lower.schedule.conv import ConvKernel
 from tnconv.lower.schedule.model import Argument, Schedule
 
-__all__ = ["split_padding", "conv_arguments", "PADS_IN_KERNEL"]
+__all__ = ["Tail", "split_windows", "transposed_arguments", "conv_arguments", "runs_by_kernels",
+           "PADS_IN_KERNEL"]
 
 #: Spatial dimensions where the kernel pads faster than a padded copy and a kernel
 #: without padding, measured on 2 threads: a 2d depthwise 3×3 (4×144×56²) 5.7 against
@@ -36,52 +50,119 @@ __all__ = ["split_padding", "conv_arguments", "PADS_IN_KERNEL"]
 PADS_IN_KERNEL = (2, 3)
 
 
-def split_padding(view: View, leading: int) -> Optional[tuple[View, tuple[int, ...]]]:
-    """(the view without its trailing zero pads and windows, the padding per spatial
-    dimension), where the view ends in symmetric zero pads of the dims after `leading`
-    and one window per such dim, in order; else None."""
+@dataclass(frozen=True)
+class Tail:
+    """A window view split where its per-dimension dilations, zero pads and windows
+    begin: `prefix` (the view before them), per spatial dimension the (left, right) pad
+    and the dilation factor, and the steps split off (`steps`, in their order)."""
+
+    prefix: View
+    pads: tuple[tuple[int, int], ...]
+    factors: tuple[int, ...]
+    steps: tuple
+
+
+def split_windows(view: View, leading: int) -> Optional[Tail]:
+    """The view split before its trailing dilations, zero pads and windows, where each
+    spatial dimension (the dims after `leading`) gets at most one dilation, then at
+    most one zero pad, then its window, the windows in the order of the dimensions;
+    else None."""
     steps = view.steps
-    windows = [s for s in steps if isinstance(s, Window)]
-    ndim = len(windows)
-    if ndim == 0 or not all(isinstance(s, Window) for s in steps[len(steps) - ndim:]):
-        return None
-    # Window n (in the order applied) lays its taps after its dim: spatial dim d sits at
-    # leading + 2·n for the n-th window when the windows run over the dims in order.
-    if [w.dim for w in windows] != [leading + 2 * n for n in range(ndim)]:
-        return None
-    cut = len(steps) - ndim
-    padding = [0] * ndim
-    while cut > 0 and isinstance(steps[cut - 1], Pad):
-        pad = steps[cut - 1]
-        d = pad.dim - leading
-        if pad.mode != "zeros" or pad.left != pad.right or not 0 <= d < ndim or padding[d]:
-            return None
-        padding[d] = pad.left
+    cut = len(steps)
+    while cut > 0 and isinstance(steps[cut - 1], (Pad, Dilate, Window)):
         cut -= 1
-    return View(view.base_shape, steps[:cut]), tuple(padding)
+    tail = steps[cut:]
+    ndim = sum(isinstance(s, Window) for s in tail)
+    if ndim == 0:
+        return None
+    pads: list = [None] * ndim
+    factors: list = [None] * ndim
+    windowed = 0
+    for step in tail:
+        if isinstance(step, Window):
+            if step.dim != leading + 2 * windowed:
+                return None
+            windowed += 1
+            continue
+        d = windowed + step.dim - leading - 2 * windowed  # a dim not windowed yet
+        if step.dim < leading + 2 * windowed or d >= ndim:
+            return None
+        if isinstance(step, Pad):
+            if step.mode != "zeros" or pads[d] is not None:
+                return None
+            pads[d] = (step.left, step.right)
+        elif factors[d] is not None or pads[d] is not None:
+            return None  # a second dilation, or a dilation of padded data
+        else:
+            factors[d] = step.factor
+    return Tail(View(view.base_shape, steps[:cut]), tuple(p or (0, 0) for p in pads),
+                tuple(f or 1 for f in factors), tuple(tail))
+
+
+def transposed_arguments(tail: Tail, kernel: tuple[int, ...], stride: tuple[int, ...],
+                         dilation: tuple[int, ...]) -> Optional[tuple[tuple[int, ...], ...]]:
+    """(padding, output padding) of torch's transposed convolution equal to stride-1
+    windows (taps `kernel`, `dilation`) over the dilated, padded data of `tail`, or None
+    where it has none (a window stride, more padding than the taps reach, or an output
+    padding torch refuses)."""
+    if any(s != 1 for s in stride):
+        return None
+    shape = tail.prefix.shape
+    padding, output_padding = [], []
+    spatial = shape[len(shape) - len(kernel):]
+    for size, (left, right), factor, k, d in zip(spatial, tail.pads, tail.factors, kernel,
+                                                 dilation):
+        pad = (k - 1) * d - left
+        dilated = (size - 1) * factor + 1
+        starts = dilated + left + right - (k - 1) * d
+        extra = starts - ((size - 1) * factor - 2 * pad + d * (k - 1) + 1)
+        if pad < 0 or not 0 <= extra < max(factor, d):
+            return None
+        padding.append(pad)
+        output_padding.append(extra)
+    return tuple(padding), tuple(output_padding)
 
 
 def conv_arguments(schedule: Schedule) -> Schedule:
-    """Conv steps that alone read an argument's window view pad inside the kernel: the
-    register holds the view before its pads and windows (`split_padding`)."""
+    """Conv steps that alone read an argument's window view do its trailing pads (and
+    dilations) inside the kernel: the register holds the view before them
+    (`split_windows`)."""
     count = Counter(r for step in schedule.steps for r in step.inputs)
     arguments = {a.register: a for a in schedule.arguments}
     steps, shapes = list(schedule.steps), list(schedule.shapes)
     for n, step in enumerate(steps):
-        if (not isinstance(step, ConvKernel) or step.padding is not None
-                or len(step.kernel) not in PADS_IN_KERNEL):
+        if not isinstance(step, ConvKernel) or step.reads is not None:
             continue
         argument = arguments.get(step.inputs[0])
         if argument is None or not isinstance(argument.view, View) or count[argument.register] != 1:
             continue
-        split = split_padding(argument.view, step.leading)
-        if split is None:
+        tail = split_windows(argument.view, step.leading)
+        if tail is None:
             continue
-        prefix, padding = split
-        view = prefix if prefix.steps else None
+        if any(f > 1 for f in tail.factors):
+            found = None if step.weight else transposed_arguments(
+                tail, step.kernel, step.stride, step.dilation)
+            if found is None:
+                continue
+            moved = replace(step, reads=tail.steps, padding=found[0], transposed=tail.factors,
+                            output_padding=found[1])
+        elif len(step.kernel) in PADS_IN_KERNEL and all(l == r for l, r in tail.pads):
+            moved = replace(step, reads=tail.steps, padding=tuple(l for l, _ in tail.pads))
+        else:
+            continue
+        view = tail.prefix if tail.prefix.steps else None
         arguments[argument.register] = Argument(argument.register, argument.argument,
-                                                tuple(prefix.base_shape), view)
-        shapes[argument.register] = prefix.shape
-        steps[n] = replace(step, padding=padding)
+                                                tuple(tail.prefix.base_shape), view)
+        shapes[argument.register] = tail.prefix.shape
+        steps[n] = moved
     return replace(schedule, arguments=tuple(arguments.values()), steps=tuple(steps),
                    shapes=tuple(shapes))
+
+
+def runs_by_kernels(schedule: Schedule) -> bool:
+    """Whether torch's convolution kernels run every per-call step of `schedule` and no
+    argument is read through a dilation (a dilated copy: zeros the kernel would multiply)."""
+    dilated = any(isinstance(a.view, View) and any(isinstance(s, Dilate) for s in a.view.steps)
+                  for a in schedule.arguments)
+    return bool(schedule.steps) and not dilated and all(
+        isinstance(step, ConvKernel) for step in schedule.steps)
