@@ -23,6 +23,7 @@ from functools import lru_cache
 from math import prod
 from typing import Optional
 
+from tnconv.cache import LRUCache
 from tnconv.ir.network import Network
 from tnconv.lower.copies import copies_first
 from tnconv.lower.cost import Cost, program_cost
@@ -73,8 +74,16 @@ def lower(net: Network, arguments: tuple[str, ...], result_shape: tuple[int, ...
     return replace(folding, flops=2 * cost.flops, largest_intermediate=cost.largest_intermediate)
 
 
+_COSTS = LRUCache(name="network costs")
+
+
 def network_cost(net: Network, itemsize: int = 4, cheap: bool = True) -> Cost:
     """Per-call cost of `net` as it would run (data roles in order of appearance); a common
-    sub-expression (a copy's half) is priced once, as the schedule runs it once."""
-    roles = tuple(dict.fromkeys(t.role for t in net.data_tensors))
-    return price(lower(net, roles, net.output_shape, cheap=cheap), itemsize, shared=True)
+    sub-expression (a copy's half) is priced once, as the schedule runs it once. Cached
+    (`tnconv.clear_caches` empties it): the rewrite orders `best_rewrite` compares meet
+    the same networks."""
+    def build() -> Cost:
+        roles = tuple(dict.fromkeys(t.role for t in net.data_tensors))
+        return price(lower(net, roles, net.output_shape, cheap=cheap), itemsize, shared=True)
+
+    return _COSTS.get_or_create((net, itemsize, cheap), build)
