@@ -111,6 +111,29 @@ def test_zero_padding_moves_into_the_kernel():
     assert [k.padding for k in reflect] == [None]
 
 
+@pytest.mark.parametrize("op", ["forward", "weight_vjp"])
+def test_a_trimmed_right_pad_moves_into_the_kernel(op):
+    """A 3x3/2 depthwise layer on 12 pixels pads (1, 0): the windows never reach a right
+    pad, so the kernel pads 1 on both sides and has the same starts."""
+    spec = tnconv.ConvSpec(16, 16, 3, input_size=(12, 12), stride=2, padding=1, groups=16)
+    (step,) = kernels(schedule_of(op, spec, 2))
+    assert step.padding == (1, 1)
+    x, w = rand(2, 16, 12, 12), rand(*spec.weight_shape)
+    v = rand(2, 16, *spec.output_size)
+    compiled = tnconv.compile(op, spec, strategy="tn")
+    if op == "forward":
+        assert_close(compiled(x, w), layer(spec)(x, w))
+    else:
+        assert_close(compiled(x, v), _weight_grad(spec, x, v))
+
+
+def test_a_pad_the_windows_read_stays_in_the_view():
+    """Padding (1, 2) ('same' with an even kernel): torch pads both sides alike, so the
+    view keeps its pads."""
+    (step,) = kernels(schedule_of("forward", CASES["2d same even"], 2))
+    assert step.padding is None
+
+
 def _site(other_legs: tuple[str, ...], out: tuple[str, ...], d: int = 64) -> Site:
     view = View((2, 3, 9), (Pad(2, 1, 1), Window(2, size=3, step=2)))   # [n, c, o, k]
     sizes = {"n": 2, "c": 3, "d": d, "o": 4, "k": 3}

@@ -123,6 +123,20 @@ def transposed_arguments(tail: Tail, kernel: tuple[int, ...], stride: tuple[int,
     return tuple(padding), tuple(output_padding)
 
 
+def _pads_alike(tail: Tail, step: ConvKernel, shape: tuple[int, ...]) -> bool:
+    """Whether the kernel, padding each spatial dimension by its left pad on both sides,
+    has the windows' starts: the right pad is the left one, or less where the windows
+    never reach the rest (a strided layer's last pixels: EfficientNet's 5×5/2 pads 56
+    pixels by (2, 1))."""
+    spatial = tail.prefix.shape[len(tail.prefix.shape) - len(step.kernel):]
+    for d, (size, (left, right)) in enumerate(zip(spatial, tail.pads)):
+        reach = step.dilation[d] * (step.kernel[d] - 1) + 1
+        starts = (size + 2 * left - reach) // step.stride[d] + 1
+        if right > left or starts != shape[step.leading + 2 * d]:
+            return False
+    return True
+
+
 def conv_arguments(schedule: Schedule) -> Schedule:
     """Conv steps that alone read an argument's window view do its trailing pads (and
     dilations) inside the kernel: the register holds the view before them
@@ -146,7 +160,7 @@ def conv_arguments(schedule: Schedule) -> Schedule:
                 continue
             moved = replace(step, reads=tail.steps, padding=found[0], transposed=tail.factors,
                             output_padding=found[1])
-        elif len(step.kernel) in PADS_IN_KERNEL and all(l == r for l, r in tail.pads):
+        elif len(step.kernel) in PADS_IN_KERNEL and _pads_alike(tail, step, argument.view.shape):
             moved = replace(step, reads=tail.steps, padding=tuple(l for l, _ in tail.pads))
         else:
             continue
