@@ -17,6 +17,7 @@ import tnconv
 from tests.curvature_references import layer, per_sample_gradients
 from tests.helpers import assert_close, rand, run_step, schedule_of
 from tests.strategies import conv_params
+from tests.test_transposed import transpose_reference, transposed_specs
 from tnconv.ir.views import Dilate, Pad, View, Window
 from tnconv.lower.schedule.conv import MAX_WEIGHT_OUT, MIN_BLOCK, ConvKernel, conv_rule
 from tnconv.lower.schedule.conv_views import split_windows, transposed_arguments
@@ -357,3 +358,19 @@ def test_transposed_arguments_only_where_torch_has_that_convolution():
     assert transposed_arguments(tail, (2,), (1,), (1,)) is None   # pads beyond the taps
     wide = split_windows(View((2, 4), (Dilate(1, 2), Pad(1, 2, 6), Window(1, 5, 1))), 1)
     assert transposed_arguments(wide, (5,), (1,), (1,)) is None   # output padding >= stride
+
+
+@given(data=st.data(), ndim=st.sampled_from([1, 2, 3]), depthwise=st.booleans())
+def test_any_transposed_convolution_with_kernel_sized_blocks(data, ndim, depthwise):
+    """Random transposed convolutions (output padding, dilation, groups) whose blocks
+    torch's kernels run, depthwise or 8x the channels: the tensor-network route equals
+    torch's transposed convolution, whichever form the compiler picks."""
+    spec = data.draw(transposed_specs(ndim))
+    if depthwise:
+        channels = 8 * spec.groups
+        spec = spec.replace(in_channels=channels, out_channels=channels, groups=channels)
+    else:
+        spec = spec.replace(in_channels=8 * spec.in_channels, out_channels=8 * spec.out_channels)
+    x, w = rand(2, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
+    got = tnconv.compile("forward", spec, strategy="tn")(x, w)
+    assert_close(got, transpose_reference(x, w, spec))
