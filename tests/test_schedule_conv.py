@@ -186,7 +186,7 @@ def test_a_step_that_pads_reads_the_unpadded_data_and_falls_back_alike():
     windows = torch.nn.functional.pad(x, (1, 1)).unfold(2, 3, 2)
     expected = torch.einsum(site.equation(), windows, w)
     padded = dataclasses.replace(step, padding=(1,),
-                                 reads=(Pad(2, 1, 1), Window(2, size=3, step=2)))
+                                 absorbed=(Pad(2, 1, 1), Window(2, size=3, step=2)))
     assert_close(run_step(padded, x, w), expected)
     x.requires_grad_()
     got = run_step(padded, x, w)

@@ -17,8 +17,9 @@ from tnconv.ir.views import Reshape, Slice, View
 from tnconv.lower.schedule.builder import build_steps
 from tnconv.lower.schedule.einsum import Einsum
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
+from tnconv.lower.schedule.model import readers
 from tnconv.lower.schedule.passes import (PASSES, fold_scale, merge_chains, multiplicity,
-                                          readers, run_passes, sum_arguments)
+                                          run_passes, sum_arguments)
 from tnconv.lower.schedule.product import Gram, MatrixChain, gram_rule, matrix_rule
 from tnconv.lower.schedule.reduce import MaskedReduce, Reduce
 from tnconv.lower.schedule.site import Operand, Site

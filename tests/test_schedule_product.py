@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import tnconv
 from tests.helpers import assert_close, rand, run_step, schedule_of, step_types
 from tnconv.lower.schedule.builder import build_steps
-from tnconv.lower.schedule.passes import readers
+from tnconv.lower.schedule.model import readers
 from tnconv.lower.schedule.product import (SYMMETRIC_MIN_INNER, Gram, Matmul, MatrixChain,
                                            gram_rule, matmul_rule, matrix_rule, with_alpha)
 from tnconv.lower.schedule.site import Operand, Site

@@ -99,9 +99,10 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     def run(r: Sequence[Any]) -> torch.Tensor:
         v, w = r[windowed], r[other]
         records = torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)
-        if step.reads is not None:  # the register holds the data before these view steps
+        if step.absorbed is not None:  # the register holds the data before these view steps
             if records:
-                return torch.einsum(step.equation, View(tuple(v.shape), step.reads).apply_torch(v), w)
+                viewed = View(tuple(v.shape), step.absorbed).apply_torch(v)
+                return torch.einsum(step.equation, viewed, w)
             return kernel(_laid(step, v), w)
         data = None if records else _data(step, v)
         if data is None:

@@ -88,7 +88,7 @@ class ConvKernel(Step):
     #: Set by `conv_views.conv_arguments`: the windowed register holds the data before
     #: these view steps (dilations, zero pads, the windows), which the kernel does itself;
     #: it pads by `padding` per spatial dimension.
-    reads: Optional[tuple] = None
+    absorbed: Optional[tuple] = None
     padding: Optional[tuple[int, ...]] = None
     #: The dilation factors of a transposed convolution (its strides) and its output
     #: padding, where the windows read dilated data (`conv_views.transposed_arguments`).

@@ -32,13 +32,12 @@ reader of its argument: padding in 2d and 3d (`PADS_IN_KERNEL`), dilation in 1d-
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Optional
 
 from tnconv.ir.views import Dilate, Pad, View, Window
 from tnconv.lower.schedule.conv import ConvKernel
-from tnconv.lower.schedule.model import Argument, Schedule
+from tnconv.lower.schedule.model import Argument, Schedule, readers
 
 __all__ = ["Tail", "split_windows", "transposed_arguments", "conv_arguments", "runs_by_kernels",
            "PADS_IN_KERNEL"]
@@ -141,11 +140,11 @@ def conv_arguments(schedule: Schedule) -> Schedule:
     """Conv steps that alone read an argument's window view do its trailing pads (and
     dilations) inside the kernel: the register holds the view before them
     (`split_windows`)."""
-    count = Counter(r for step in schedule.steps for r in step.inputs)
+    count = readers(schedule)
     arguments = {a.register: a for a in schedule.arguments}
     steps, shapes = list(schedule.steps), list(schedule.shapes)
     for n, step in enumerate(steps):
-        if not isinstance(step, ConvKernel) or step.reads is not None:
+        if not isinstance(step, ConvKernel) or step.absorbed is not None:
             continue
         argument = arguments.get(step.inputs[0])
         if argument is None or not isinstance(argument.view, View) or count[argument.register] != 1:
@@ -158,10 +157,10 @@ def conv_arguments(schedule: Schedule) -> Schedule:
                 tail, step.kernel, step.stride, step.dilation)
             if found is None:
                 continue
-            moved = replace(step, reads=tail.steps, padding=found[0], transposed=tail.factors,
+            moved = replace(step, absorbed=tail.steps, padding=found[0], transposed=tail.factors,
                             output_padding=found[1])
         elif len(step.kernel) in PADS_IN_KERNEL and _pads_alike(tail, step, argument.view.shape):
-            moved = replace(step, reads=tail.steps, padding=tuple(l for l, _ in tail.pads))
+            moved = replace(step, absorbed=tail.steps, padding=tuple(l for l, _ in tail.pads))
         else:
             continue
         view = tail.prefix if tail.prefix.steps else None

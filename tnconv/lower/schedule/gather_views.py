@@ -27,14 +27,13 @@ reshape(2, 3, 12) -> split(dim 2 -> (4, 3))
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from tnconv.ir.selection import SelectionView
 from tnconv.ir.views import Dilate, Flip, Pad, Reshape, Slice, SplitLeg, Take, View, Window
 from tnconv.lower.schedule.gather import Gather
-from tnconv.lower.schedule.model import Argument, Schedule
+from tnconv.lower.schedule.model import Argument, Schedule, readers
 from tnconv.lower.schedule.product import Matmul
 
 __all__ = ["TakeRows", "push_takes", "gather_arguments"]
@@ -128,10 +127,6 @@ def _last_window(view: View, dims: tuple[int, ...]) -> int:
     return max(windows)[1] if windows else -1
 
 
-def _readers(schedule: Schedule) -> Counter:
-    return Counter(r for step in schedule.steps for r in step.inputs)
-
-
 def _layout(schedule: Schedule, step: Gather) -> tuple[int, ...]:
     """The memory order of the gathered dims that the step reading the result wants: a final
     `Matmul`'s order for that operand (its reshape is then free), else the data's order."""
@@ -150,7 +145,7 @@ def gather_arguments(schedule: Schedule) -> Schedule:
     """Gathers that alone read an argument's view take their rows inside it (`push_takes`);
     the selection of the window laid last is applied on the final view, in the layout the
     next product reads (`_layout`)."""
-    count, arguments = _readers(schedule), {a.register: a for a in schedule.arguments}
+    count, arguments = readers(schedule), {a.register: a for a in schedule.arguments}
     steps, shapes = list(schedule.steps), list(schedule.shapes)
     for n, step in enumerate(steps):
         argument = arguments.get(step.inputs[0]) if isinstance(step, Gather) else None

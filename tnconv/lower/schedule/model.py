@@ -20,9 +20,10 @@ result t1 -> (3, 2)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections import Counter
 from typing import Any, ClassVar, Hashable, Optional
 
-__all__ = ["Argument", "Constant", "Step", "Schedule", "register_name"]
+__all__ = ["Argument", "Constant", "Step", "Schedule", "register_name", "readers"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class Step:
 
     def label(self) -> str:
         return type(self).__name__.lower()
+
+    @property
+    def reads(self) -> tuple[int, ...]:
+        """The registers the step reads, once per read (a Gram product reads its input
+        twice, as both factors)."""
+        return self.inputs
 
 
 def register_name(schedule: "Schedule", register: int) -> str:
@@ -126,3 +133,8 @@ class Schedule:
             extra += " (one strided view of the argument, copied)"
         lines.append(f"result {name(self.result)} -> {self.result_shape}{extra}")
         return "\n".join(lines)
+
+
+def readers(schedule: Schedule) -> Counter:
+    """How many times per-call steps read each register (`Step.reads`)."""
+    return Counter(r for step in schedule.steps for r in step.reads)

@@ -37,21 +37,12 @@ from tnconv.ir.constants import Scaled
 from tnconv.ir.layout import Layout
 from tnconv.lower.schedule.conv_views import conv_arguments
 from tnconv.lower.schedule.gather_views import gather_arguments
-from tnconv.lower.schedule.model import Argument, Constant, Schedule
+from tnconv.lower.schedule.model import Argument, Constant, Schedule, readers
 from tnconv.lower.schedule.product import Gram, MatrixChain, with_alpha
 from tnconv.lower.schedule.reduce import MaskedReduce, Reduce, masked, unmerged
 
 __all__ = ["PASSES", "run_passes", "merge_chains", "sum_arguments", "fold_scale",
-           "mark_views", "prune", "readers", "multiplicity"]
-
-
-def readers(schedule: Schedule) -> Counter:
-    """How many times per-call steps read each register (a Gram step reads its input twice)."""
-    count: Counter = Counter()
-    for step in schedule.steps:
-        for register in step.inputs:
-            count[register] += 2 if isinstance(step, Gram) else 1
-    return count
+           "mark_views", "prune", "multiplicity"]
 
 
 def multiplicity(schedule: Schedule) -> Counter:
@@ -61,8 +52,8 @@ def multiplicity(schedule: Schedule) -> Counter:
     found: Counter = Counter({schedule.result: 1})
     for step in reversed(schedule.prepare + schedule.steps):
         times = found[step.output]
-        for register in step.inputs:
-            found[register] += times * (2 if isinstance(step, Gram) else 1)
+        for register in step.reads:
+            found[register] += times
     return found
 
 

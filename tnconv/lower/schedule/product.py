@@ -55,6 +55,10 @@ class Gram(Step):
     contracted_first: bool = False
 
     @property
+    def reads(self) -> tuple[int, ...]:
+        return self.inputs * 2
+
+    @property
     def symmetric(self) -> bool:
         """Whether the block upper triangle is computed and mirrored (a large product)."""
         return self.matrix_shape[2] >= SYMMETRIC_MIN_INNER
