@@ -18,7 +18,7 @@ from tests.curvature_references import layer, per_sample_gradients
 from tests.helpers import assert_close, rand, run_step, schedule_of
 from tests.strategies import conv_params
 from tests.test_transposed import transpose_reference, transposed_specs
-from tnconv.ir.views import Dilate, Pad, View, Window
+from tnconv.ir.views import Dilate, Flip, Pad, View, Window
 from tnconv.lower.schedule.conv import MAX_WEIGHT_OUT, MIN_BLOCK, ConvKernel, conv_rule
 from tnconv.lower.schedule.conv_views import split_windows, transposed_arguments
 from tnconv.lower.schedule.site import Operand, Site
@@ -266,8 +266,9 @@ def test_a_strided_scatter_runs_as_one_transposed_kernel(name):
     (step,) = schedule.steps
     assert isinstance(step, ConvKernel) and step.transposed == spec.stride
     assert "scatter_to_gather" in [s.rule for s in compiled.rewrite_result(batch).steps]
-    assert not any(isinstance(s, Dilate) for a in schedule.arguments if a.view is not None
-                   for s in a.view.steps)
+    assert not any(isinstance(s, (Dilate, Flip)) for a in schedule.arguments
+                   if a.view is not None for s in a.view.steps)
+    assert not step.kernel_flipped   # the weight read as given, no flipped copies
     w = rand(*spec.weight_shape)
     if op == "forward":
         x = rand(batch, spec.in_channels, *spec.input_size)
@@ -374,3 +375,18 @@ def test_any_transposed_convolution_with_kernel_sized_blocks(data, ndim, depthwi
     x, w = rand(2, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
     got = tnconv.compile("forward", spec, strategy="tn")(x, w)
     assert_close(got, transpose_reference(x, w, spec))
+
+
+def test_a_transposed_step_flips_a_kernel_it_reads_flipped():
+    """Where the weight register holds the windows' (flipped) kernel, the step flips it
+    back: the same result as on the kernel as given."""
+    spec, _ = TRANSPOSED["1d dilated"]
+    schedule = schedule_of("input_vjp", spec, 2)
+    (step,) = schedule.steps
+    w, v = rand(*spec.weight_shape), rand(2, spec.out_channels, *spec.output_size)
+    laid = w.reshape(schedule.shapes[step.inputs[1]])
+    taps = step.other_order[-len(step.kernel):]
+    as_given = run_step(dataclasses.replace(step, inputs=(0, 1), output=2), v, laid)
+    flipped = dataclasses.replace(step, inputs=(0, 1), output=2, kernel_flipped=True)
+    assert_close(run_step(flipped, v, laid.flip(taps)), as_given)
+    assert_close(as_given.reshape(2, spec.in_channels, *spec.input_size), _input_grad(spec, w, v))

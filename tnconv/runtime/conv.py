@@ -74,6 +74,7 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
     stride, dilation = list(step.stride), list(step.dilation)
     padding = list(step.padding) if step.padding is not None else [0] * ndim
     spatial = tuple(range(3, 3 + ndim))
+    taps = step.other_order[len(step.other_order) - ndim:]  # the other's tap dims
 
     def kernel(data: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         laid = w.permute(step.other_order)
@@ -83,9 +84,11 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
             result = torch.ops.aten.convolution_backward(
                 cotangent, data, placeholder, None, stride, padding, dilation, False,
                 [0] * ndim, groups, [False, True, False])[1]
-        elif step.transposed is not None:  # the windows' flipped kernel, flipped back
-            weights = laid.reshape(groups, out, channels, *step.kernel).transpose(1, 2).flip(
-                spatial).reshape(groups * channels, out, *step.kernel)
+        elif step.transposed is not None:  # the kernel unflipped, [in, out / groups, K…]
+            weights = laid.reshape(groups, out, channels, *step.kernel).transpose(1, 2)
+            if step.kernel_flipped:
+                weights = weights.flip(spatial)
+            weights = weights.reshape(groups * channels, out, *step.kernel)
             result = torch.ops.aten.convolution(
                 data, weights, None, list(step.transposed), padding, dilation, True,
                 list(step.output_padding), groups)
@@ -100,9 +103,10 @@ def bind(step: ConvKernel, registers: Sequence[Any], device: Any = None) -> Run:
         v, w = r[windowed], r[other]
         records = torch.is_grad_enabled() and (v.requires_grad or w.requires_grad)
         if step.absorbed is not None:  # the register holds the data before these view steps
-            if records:
+            if records:  # the step's einsum, on the windows' view and kernel
                 viewed = View(tuple(v.shape), step.absorbed).apply_torch(v)
-                return torch.einsum(step.equation, viewed, w)
+                kernel_ = w if step.kernel_flipped else w.flip(taps)
+                return torch.einsum(step.equation, viewed, kernel_)
             return kernel(_laid(step, v), w)
         data = None if records else _data(step, v)
         if data is None:

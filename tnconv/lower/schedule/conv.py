@@ -94,6 +94,9 @@ class ConvKernel(Step):
     #: padding, where the windows read dilated data (`conv_views.transposed_arguments`).
     transposed: Optional[tuple[int, ...]] = None
     output_padding: Optional[tuple[int, ...]] = None
+    #: Whether the other register holds the windows' kernel, flipped (a transposed
+    #: convolution's kernel is flipped back before the call), or the kernel as given.
+    kernel_flipped: bool = True
 
     def label(self) -> str:
         batch, groups, channels, out = self.sizes

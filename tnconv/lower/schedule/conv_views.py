@@ -13,8 +13,9 @@ the kernel does those steps as it reads (`split_windows`):
   stride-1 windows: torch's transposed convolution kernel, which skips the zeros the
   dilated copy would hold and multiply (S^N of them in N strided dimensions). The
   window over the dilated, padded data with the flipped kernel is the transposed
-  convolution with stride S and padding (K−1)·D − left: the kernel flips the weight
-  back (`tnconv.runtime.conv`).
+  convolution with stride S and padding (K−1)·D − left, on the kernel unflipped: the
+  weight argument is read before its flips where this step alone reads it
+  (`without_flips`), else the runtime flips it back (`tnconv.runtime.conv`).
 
 `conv_arguments`, a schedule pass, applies it to every conv step that is the only
 reader of its argument: padding in 2d and 3d (`PADS_IN_KERNEL`), dilation in 1d-3d.
@@ -35,12 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from tnconv.ir.views import Dilate, Pad, View, Window
+from tnconv.ir.views import Dilate, Flip, Pad, View, Window
 from tnconv.lower.schedule.conv import ConvKernel
 from tnconv.lower.schedule.model import Argument, Schedule, readers
 
-__all__ = ["Tail", "split_windows", "transposed_arguments", "conv_arguments", "runs_by_kernels",
-           "PADS_IN_KERNEL"]
+__all__ = ["Tail", "split_windows", "transposed_arguments", "without_flips", "conv_arguments",
+           "runs_by_kernels", "PADS_IN_KERNEL"]
 
 #: Spatial dimensions where the kernel pads faster than a padded copy and a kernel
 #: without padding, measured on 2 threads: a 2d depthwise 3×3 (4×144×56²) 5.7 against
@@ -136,6 +137,19 @@ def _pads_alike(tail: Tail, step: ConvKernel, shape: tuple[int, ...]) -> bool:
     return True
 
 
+def without_flips(view: object, taps: tuple[int, ...]) -> Optional[View]:
+    """`view` without its trailing flips, where they reverse exactly the dims `taps`;
+    else None."""
+    if not isinstance(view, View):
+        return None
+    steps, flipped = list(view.steps), []
+    while steps and isinstance(steps[-1], Flip):
+        flipped.append(steps.pop().dim)
+    if sorted(flipped) != sorted(taps):
+        return None
+    return View(view.base_shape, tuple(steps))
+
+
 def conv_arguments(schedule: Schedule) -> Schedule:
     """Conv steps that alone read an argument's window view do its trailing pads (and
     dilations) inside the kernel: the register holds the view before them
@@ -159,6 +173,15 @@ def conv_arguments(schedule: Schedule) -> Schedule:
                 continue
             moved = replace(step, absorbed=tail.steps, padding=found[0], transposed=tail.factors,
                             output_padding=found[1])
+            weights = arguments.get(step.inputs[1])
+            unflipped = None if weights is None or count[weights.register] != 1 else \
+                without_flips(weights.view, step.other_order[len(step.other_order) - len(step.kernel):])
+            if unflipped is not None:  # the kernel as the caller gave it: no flipped copies
+                arguments[weights.register] = Argument(
+                    weights.register, weights.argument,
+                    weights.shape if unflipped.steps == () and weights.view is None
+                    else tuple(unflipped.base_shape), unflipped if unflipped.steps else None)
+                moved = replace(moved, kernel_flipped=False)
         elif len(step.kernel) in PADS_IN_KERNEL and _pads_alike(tail, step, argument.view.shape):
             moved = replace(step, absorbed=tail.steps, padding=tuple(l for l, _ in tail.pads))
         else:
