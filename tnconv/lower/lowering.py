@@ -19,7 +19,6 @@ candidate inside the rewrite search (a 17-d convolution has 19 operands).
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 from math import prod
 from typing import Optional
 
@@ -40,10 +39,13 @@ __all__ = ["lower", "build_schedule", "price", "network_cost", "FOLD_GROWTH_LIMI
 FOLD_GROWTH_LIMIT = 4
 
 
-@lru_cache(maxsize=4096)
+_SCHEDULES = LRUCache(name="schedules")
+
+
 def build_schedule(program: EinsumProgram) -> Schedule:
-    """The `Schedule` that runs `program` (cached: programs are hashable)."""
-    return run_passes(build_steps(program))
+    """The `Schedule` that runs `program` (cached, programs being hashable;
+    `tnconv.clear_caches` empties the cache)."""
+    return _SCHEDULES.get_or_create(program, lambda: run_passes(build_steps(program)))
 
 
 def price(program: EinsumProgram, itemsize: int = 4, shared: bool = False) -> Cost:
