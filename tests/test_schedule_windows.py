@@ -423,3 +423,30 @@ def test_steps_that_autograd_records_have_the_einsums_gradient(view, legs, other
     expected = torch.autograd.grad((_einsum(site, view.apply_torch(x), w) * g).sum(), (x, w))
     for actual, reference in zip(grads, expected):
         assert_close(actual, reference)
+
+
+def test_taps_kept_against_a_larger_operand_lay_out_the_data_not_the_operand(monkeypatch):
+    """Groups of 2 channels in and 3 out: in the weight VJP the cotangent is the larger
+    operand, so it is read in place and each tap's data is laid out (not the cotangent
+    zero-padded); the value equals the zero-padded way's and torch's."""
+    spec = tnconv.ConvSpec(6, 9, 3, (12, 12), padding=1, groups=3)
+    assert ShiftGemmOutput in step_types(schedule_of("weight_vjp", spec, 2))
+    x, v = rand(2, 6, 12, 12), rand(2, 9, 12, 12)
+    laid_out: list = []
+    monkeypatch.setattr(window_runtime, "_taps_laid_out", _recording(
+        window_runtime._taps_laid_out, laid_out))
+    got = tnconv.compile("weight_vjp", spec, strategy="tn")(x, v)
+    assert laid_out
+    monkeypatch.setattr(window_runtime, "_rows_in_place", lambda *args: None)
+    tnconv.clear_caches()
+    assert_close(tnconv.compile("weight_vjp", spec, strategy="tn")(x, v), got)
+    w = rand(*spec.weight_shape).requires_grad_()
+    (torch.nn.functional.conv2d(x, w, padding=1, groups=3) * v).sum().backward()
+    assert_close(got, w.grad)
+
+
+def _recording(function, calls: list):
+    def recorded(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+    return recorded
