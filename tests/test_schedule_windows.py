@@ -425,13 +425,19 @@ def test_steps_that_autograd_records_have_the_einsums_gradient(view, legs, other
         assert_close(actual, reference)
 
 
-def test_taps_kept_against_a_larger_operand_lay_out_the_data_not_the_operand(monkeypatch):
-    """Groups of 2 channels in and 3 out: in the weight VJP the cotangent is the larger
-    operand, so it is read in place and each tap's data is laid out (not the cotangent
-    zero-padded); the value equals the zero-padded way's and torch's."""
-    spec = tnconv.ConvSpec(6, 9, 3, (12, 12), padding=1, groups=3)
+@pytest.mark.parametrize("in_channels, out_channels, size, groups", [
+    (6, 9, 12, 3), (6, 18, 16, 6)])
+def test_taps_kept_against_a_larger_operand_lay_out_the_data_not_the_operand(
+        monkeypatch, in_channels, out_channels, size, groups):
+    """Groups of 2 channels in and 3 out, or 1 in and 3 out: in the weight VJP the
+    cotangent is the larger operand, so it is read in place and the taps' data is laid
+    out (one tap at a time; two at a time, the last alone, under a small block size), not
+    the cotangent zero-padded; the value equals the zero-padded way's and torch's."""
+    spec = tnconv.ConvSpec(in_channels, out_channels, 3, (size, size), padding=1,
+                           groups=groups)
     assert ShiftGemmOutput in step_types(schedule_of("weight_vjp", spec, 2))
-    x, v = rand(2, 6, 12, 12), rand(2, 9, 12, 12)
+    monkeypatch.setattr(window_runtime, "_BLOCK_BYTES", 2 * 2 * groups * size * size * 8)
+    x, v = rand(2, in_channels, size, size), rand(2, out_channels, size, size)
     laid_out: list = []
     monkeypatch.setattr(window_runtime, "_taps_laid_out", _recording(
         window_runtime._taps_laid_out, laid_out))
@@ -441,7 +447,7 @@ def test_taps_kept_against_a_larger_operand_lay_out_the_data_not_the_operand(mon
     tnconv.clear_caches()
     assert_close(tnconv.compile("weight_vjp", spec, strategy="tn")(x, v), got)
     w = rand(*spec.weight_shape).requires_grad_()
-    (torch.nn.functional.conv2d(x, w, padding=1, groups=3) * v).sum().backward()
+    (torch.nn.functional.conv2d(x, w, padding=1, groups=groups) * v).sum().backward()
     assert_close(got, w.grad)
 
 
