@@ -45,17 +45,24 @@ def _weight_grad(spec: tnconv.ConvSpec, x: torch.Tensor, v: torch.Tensor) -> tor
     return w.grad
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_forward_and_weight_vjp_run_torch_kernels_and_equal_torch(name):
-    spec, batch = CASES[name], 2
+def _assert_equals_torch(op: str, spec: tnconv.ConvSpec, batch: int = 2) -> None:
+    """The tensor-network route's forward or weight VJP on random tensors equals torch's."""
     x, w = rand(batch, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
     v = rand(batch, spec.out_channels, *spec.output_size)
-    forward = tnconv.compile("forward", spec, strategy="tn")
-    assert [k.weight for k in kernels(forward.schedule(batch))] == [False]
-    assert_close(forward(x, w), layer(spec)(x, w))
-    weight_vjp = tnconv.compile("weight_vjp", spec, strategy="tn")
-    assert [k.weight for k in kernels(weight_vjp.schedule(batch))] == [True]
-    assert_close(weight_vjp(x, v), _weight_grad(spec, x, v))
+    compiled = tnconv.compile(op, spec, strategy="tn")
+    if op == "forward":
+        assert_close(compiled(x, w), layer(spec)(x, w))
+    else:
+        assert_close(compiled(x, v), _weight_grad(spec, x, v))
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_forward_and_weight_vjp_run_torch_kernels_and_equal_torch(name):
+    spec = CASES[name]
+    assert [k.weight for k in kernels(schedule_of("forward", spec, 2))] == [False]
+    assert [k.weight for k in kernels(schedule_of("weight_vjp", spec, 2))] == [True]
+    _assert_equals_torch("forward", spec)
+    _assert_equals_torch("weight_vjp", spec)
 
 
 @pytest.mark.parametrize("name", ["1d strided", "2d groups", "3d"])
@@ -92,15 +99,8 @@ def test_where_the_kernels_run(op, spec, kernel):
     4d layers keep their steps. The values equal torch's either way."""
     steps = kernels(schedule_of(op, spec, 2))
     assert bool(steps) is kernel
-    x, w = rand(2, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
-    v = rand(2, spec.out_channels, *spec.output_size)
-    if spec.ndim > 3:
-        return  # torch has no 4d convolution to compare with
-    compiled = tnconv.compile(op, spec, strategy="tn")
-    if op == "forward":
-        assert_close(compiled(x, w), layer(spec)(x, w))
-    else:
-        assert_close(compiled(x, v), _weight_grad(spec, x, v))
+    if spec.ndim <= 3:  # torch has no 4d convolution to compare with
+        _assert_equals_torch(op, spec)
 
 
 def test_zero_padding_moves_into_the_kernel():
@@ -119,13 +119,7 @@ def test_a_trimmed_right_pad_moves_into_the_kernel(op):
     spec = tnconv.ConvSpec(16, 16, 3, input_size=(12, 12), stride=2, padding=1, groups=16)
     (step,) = kernels(schedule_of(op, spec, 2))
     assert step.padding == (1, 1)
-    x, w = rand(2, 16, 12, 12), rand(*spec.weight_shape)
-    v = rand(2, 16, *spec.output_size)
-    compiled = tnconv.compile(op, spec, strategy="tn")
-    if op == "forward":
-        assert_close(compiled(x, w), layer(spec)(x, w))
-    else:
-        assert_close(compiled(x, v), _weight_grad(spec, x, v))
+    _assert_equals_torch(op, spec)
 
 
 def test_a_pad_the_windows_read_stays_in_the_view():

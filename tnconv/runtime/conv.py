@@ -7,8 +7,9 @@ out as [batch, groups · channels], and torch's kernel runs with that stride and
 dilation and no padding (the view padded already). A step with `padding` set
 (`tnconv.lower.schedule.conv_views`) reads the unpadded data [lead…, spatial…]
 itself and the kernel pads; one with `transposed` set reads the data before its
-dilation too and runs torch's transposed convolution. Where the strides do not say where the pixels are, or
-autograd records the step, the plain einsum runs (on the padded window view).
+dilation too and runs torch's transposed convolution. Where the strides do not say
+where the pixels are, or autograd records the step, the plain einsum runs (on the
+step's window view).
 
 >>> import torch
 >>> from tnconv.lower.schedule.conv import ConvKernel

@@ -145,6 +145,11 @@ class _Runs:
         return v.as_strided(self.lead_shape + (self.length,), self.lead_strides + (1,),
                             self.offsets[t])
 
+    def at_outputs(self, v: torch.Tensor, t: int) -> torch.Tensor:
+        """[lead…, O…] of tap t: the data it reads at each output position, in place."""
+        return v.as_strided(self.lead_shape + self.outputs, self.lead_strides + self.o_strides,
+                            self.offsets[t])
+
 
 @dataclass(frozen=True)
 class _Grid:
@@ -355,8 +360,7 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
         for t in range(taps):
             torch.sum(laid_out * runs.tap(v, t).reshape(rows, runs.length), dim=1,
                       out=total[t].view(rows))
-        total = total.view(taps, prod(summed), prod(shared), 1, 1).sum(1)
-        return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
+        return _taps_kept(step, total, runs)
     data = [runs.tap(v, t).reshape(rows, inner, runs.length).transpose(1, 2)
             for t in range(taps)]
     # Blocks of rows: a block of the laid-out cotangent stays in cache over the taps (where
@@ -367,7 +371,15 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
         rows_here = slice(start, start + block)
         for t in range(taps):
             torch.bmm(padded[rows_here], data[t][rows_here], out=total[t, rows_here])
-    total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
+    return _taps_kept(step, total, runs)
+
+
+def _taps_kept(step: ShiftGemmOutput, total: torch.Tensor, runs: _Runs) -> torch.Tensor:
+    """The step's result from per-tap products [taps, rows, width, inner]: the summed legs
+    of the rows added up, the rest laid out as the output's legs."""
+    summed, shared, other_free, free = step.sizes
+    total = total.view(len(runs.offsets), prod(summed), prod(shared), prod(other_free),
+                       prod(free)).sum(1)
     return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
 
 
@@ -387,10 +399,9 @@ def _taps_laid_out(step: ShiftGemmOutput, v: torch.Tensor, laid: torch.Tensor, r
     (no larger than the other operand, nor than `_BLOCK_BYTES` unless one tap is), and
     meets the other, read in place, in one product per chunk (measured on a GGN diagonal:
     Conformer's 31 taps 21 ms one at a time, 10 ms ten at a time; MobileNetV2's 3×3 on
-    4×144×56² 38 ms all nine at once, 24 ms two at a time). A GGN's C = 10 columns on a depthwise layer: the
-    zero-padded copy of the sqrt factor the in-place runs need is 10x the input (78 MiB on
-    MobileNetV2's 4×144×56² layer)."""
-    summed, shared, other_free, free = step.sizes
+    4×144×56² 38 ms all nine at once, 24 ms two at a time). A GGN's C = 10 columns on a
+    depthwise layer: the zero-padded copy of the sqrt factor the in-place runs need is
+    10x the input (78 MiB on MobileNetV2's 4×144×56² layer)."""
     taps = len(runs.offsets)
     tap_bytes = rows * inner * prod(runs.outputs) * v.element_size()
     chunk = max(1, min(taps, width // inner, _BLOCK_BYTES // tap_bytes))
@@ -399,14 +410,12 @@ def _taps_laid_out(step: ShiftGemmOutput, v: torch.Tensor, laid: torch.Tensor, r
     for first in range(0, taps, chunk):
         count = min(chunk, taps - first)
         for j in range(count):
-            buffer[:, j].view(runs.lead_shape + runs.outputs).copy_(v.as_strided(
-                runs.lead_shape + runs.outputs, runs.lead_strides + runs.o_strides,
-                runs.offsets[first + j]))
+            buffer[:, j].view(runs.lead_shape + runs.outputs).copy_(
+                runs.at_outputs(v, first + j))
         data = buffer[:, :count].reshape(rows, count * inner, -1).transpose(1, 2)
         product = torch.bmm(laid, data).view(rows, width, count, inner)
         total[first:first + count].copy_(product.permute(2, 0, 1, 3))
-    total = total.view(taps, prod(summed), prod(shared), width, inner).sum(1)
-    return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
+    return _taps_kept(step, total, runs)
 
 
 def _shift_tap(step: ShiftTap, v: torch.Tensor, w: torch.Tensor, runs: _Runs) -> torch.Tensor:

@@ -8,8 +8,8 @@
 - `gather_arguments` (`tnconv.lower.schedule.gather_views`): a selection gathering alone
   from an argument's view takes its rows inside the view, before the windows;
 - `conv_arguments` (`tnconv.lower.schedule.conv_views`): torch's convolution kernel
-  reading alone an argument's zero-padded window view pads as it reads, the padded
-  copy never made;
+  reading alone an argument's zero-padded (or dilated) window view pads (or strides,
+  as a transposed convolution) as it reads, the padded or dilated copy never made;
 - `mark_views`: whether the result is only a view of the argument (one `as_strided`
   and a copy per call) or may share its memory;
 - `prune`: what nothing reads is dropped (copies' constants, merged chain results).
