@@ -149,3 +149,18 @@ def test_derivatives_set_up_once_per_call_site():
     assert tnconv.cache_info()["calls"]["hits"] == 4
     with pytest.raises(tnconv.TNConvError, match="grad_output"):
         tnconv.conv_weight_vjp(x, w.shape, g[:1])
+
+
+def test_clear_caches_empties_the_helper_caches_too():
+    """The schedule's common sub-expressions, a sample's legs and the fewer-channel specs
+    of a channel draw are named caches: `clear_caches` empties them (a compile-time
+    measurement after it then plans from scratch)."""
+    spec = tnconv.ConvSpec(4, 4, kernel_size=3, input_size=(8, 8), padding=1)
+    x, g = rand(2, 4, 8, 8), rand(2, 4, 8, 8)
+    for leg, strategy in (("channel", "auto"), ("spatial", "tn")):
+        sample = tnconv.Sample(leg, 0.5, scheme="fixed")
+        tnconv.compile("weight_vjp", spec, sample=sample, strategy=strategy)(x, g)
+    helpers = ("repeated steps", "sampled legs", "fewer channels")
+    assert all(tnconv.cache_info()[name]["size"] > 0 for name in helpers)
+    tnconv.clear_caches()
+    assert all(tnconv.cache_info()[name]["size"] == 0 for name in helpers)

@@ -42,9 +42,9 @@ float vector of their weights (role "weights").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Optional, Sequence
 
+from tnconv.cache import LRUCache
 from tnconv.errors import TNConvError, argument_error
 from tnconv.ir.network import Network, Tensor
 from tnconv.ir.selection import SELECTION_ROLE, WEIGHTS_ROLE, SelectionView
@@ -175,12 +175,23 @@ def _leg_names(op: str, spec: ConvSpec, leg: str,
     return ("c_in",) if leg == "channel" else ("n",)
 
 
-@lru_cache(maxsize=1024)
+_LEGS = LRUCache(name="sampled legs")
+
+
 def sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str,
                  spatial_dims: Any = "all") -> tuple[tuple[str, int], ...]:
     """(name, size) of each leg that `leg` of exact operation `op` ("weight_vjp" or "kfc")
     slices: those of size above 1 (nothing is left to drop from a leg of size 1); a
-    spatial leg only along `spatial_dims` ("all", or a tuple of 0-based spatial dims)."""
+    spatial leg only along `spatial_dims` ("all", or a tuple of 0-based spatial dims).
+    Cached (`tnconv.clear_caches` empties it)."""
+    key = (op, spec, batch, leg, spatial_dims)
+    found = _LEGS.lookup(key)
+    return found if found is not None else _LEGS.get_or_create(
+        key, lambda: _sampled_legs(op, spec, batch, leg, spatial_dims))
+
+
+def _sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str,
+                  spatial_dims: Any) -> tuple[tuple[str, int], ...]:
     forward = forward_network(spec, batch)
     sizes = dict(forward.sizes)
     return tuple((name, sizes[name]) for name in _leg_names(op, spec, leg, spatial_dims)

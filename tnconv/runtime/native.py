@@ -14,12 +14,12 @@ torch.Size([1, 3, 5])
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import lru_cache
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from tnconv.cache import LRUCache
 from tnconv.runtime.take import strip_rows, take
 from tnconv.spec.conv_spec import ConvSpec
 
@@ -239,7 +239,13 @@ def _padded_strips(spec: ConvSpec, d: int, data: torch.Tensor,
     return take(pad_input(data, spec), d + 2, rows), [0] * spec.ndim
 
 
-@lru_cache(maxsize=256)
+_FEWER_CHANNELS = LRUCache(name="fewer channels")
+
+
 def _fewer_channels(spec: ConvSpec, in_channels: int) -> ConvSpec:
-    """`spec` with `in_channels` input channels (cached: a spec checks itself when built)."""
-    return replace(spec, in_channels=in_channels)
+    """`spec` with `in_channels` input channels (cached, as a spec checks itself when
+    built; `tnconv.clear_caches` empties it)."""
+    key = (spec, in_channels)
+    found = _FEWER_CHANNELS.lookup(key)
+    return found if found is not None else _FEWER_CHANNELS.get_or_create(
+        key, lambda: replace(spec, in_channels=in_channels))

@@ -20,9 +20,9 @@ The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable, Hashable, Optional
 
+from tnconv.cache import LRUCache
 from tnconv.ir.constants import signature as constant_signature
 from tnconv.ir.equation import canonical
 from tnconv.ir.views import read_as
@@ -141,11 +141,19 @@ def operand_registers(program: Any) -> tuple[int, ...]:
     return tuple(regs.operands[pos].register for pos in range(len(program.operands)))
 
 
-@lru_cache(maxsize=4096)
+_REPEATED = LRUCache(name="repeated steps")
+
+
 def repeated_steps(program: Any) -> frozenset[int]:
     """The path steps the schedule does not run: common sub-expressions of an earlier step
     (the same operands met the same way, e.g. a copy's half of a network with two copies),
-    keyed as `build_steps` keys them."""
+    keyed as `build_steps` keys them (cached: `tnconv.clear_caches` empties it)."""
+    found = _REPEATED.lookup(program)
+    return found if found is not None else _REPEATED.get_or_create(
+        program, lambda: _repeated_steps(program))
+
+
+def _repeated_steps(program: Any) -> frozenset[int]:
     regs = _slots(program)
     signature = {pos: op.signature for pos, op in regs.operands.items()}
     order = lambda taken: sorted(taken, key=lambda t: repr(signature[t[0]]))  # noqa: E731
