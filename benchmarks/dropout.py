@@ -9,7 +9,7 @@ call), and the same estimate computed with a mask: the cotangent (or input)
 multiplied by the draw's weights on full tensors, then the exact VJP; and, for
 context, the exact VJP on the tensor-network route (`strategy="tn"`, the route
 the sampled networks run on). Medians
-of the rounds; time ratios to the exact VJP, geometric means over the layers
+of the rounds, each call on new copies of the arguments (`fresh_copies`); time ratios to the exact VJP, geometric means over the layers
 where the leg has something to slice (a depthwise layer has one input channel
 per group). The machine's load average is noted (other runs share it). Writes
 `benchmarks/results/dropout.md`.
@@ -38,7 +38,7 @@ from .cli import git_commit
 from .layers import LAYERS, Layer, select_layers
 from .timing import time_cell
 
-__all__ = ["KEEPS", "routes", "arguments", "run", "main"]
+__all__ = ["KEEPS", "routes", "fresh_copies", "arguments", "run", "main"]
 
 KEEPS = (1.0, 0.5, 0.25, 0.1)
 LEGS = ("spatial", "channel")
@@ -87,17 +87,38 @@ def _mask(layer: Layer, leg: str, sample: Sample, x: torch.Tensor,
     return (x * grid, g) if spec.transposed else (x, g * grid)
 
 
-def routes(layer: Layer, leg: str, x: torch.Tensor, g: torch.Tensor) -> dict:
-    """Route name -> call: the exact VJP first (the reference), then sampled and masked."""
+def routes(layer: Layer, leg: str, x: torch.Tensor, g: torch.Tensor,
+           fresh: Optional[list] = None) -> dict:
+    """Route name -> call: the exact VJP first (the reference), then sampled and masked.
+    The calls read the input and cotangent from `fresh` ([x, g] where None), a list the
+    timing loop refills with new copies before each call (`fresh_copies`)."""
+    args = [x, g] if fresh is None else fresh
     vjp, network = _vjp(layer), _vjp(layer, "tn")
-    calls: dict = {"exact": lambda: vjp(x, g), "exact tn": lambda: network(x, g)}
+    calls: dict = {"exact": lambda: vjp(*args), "exact tn": lambda: network(*args)}
     for keep in KEEPS:
         sample = Sample(leg, keep, generator=torch.Generator().manual_seed(1), scheme="fixed")
-        calls[f"sampled {keep:g}"] = lambda s=sample: vjp(x, g, sample=s)
+        calls[f"sampled {keep:g}"] = lambda s=sample: vjp(*args, sample=s)
     for keep in KEEPS[1:]:
         sample = Sample(leg, keep, generator=torch.Generator().manual_seed(2), scheme="fixed")
-        calls[f"masked {keep:g}"] = lambda s=sample: vjp(*_mask(layer, leg, s, x, g))
+        calls[f"masked {keep:g}"] = lambda s=sample: vjp(*_mask(layer, leg, s, *args))
     return calls
+
+
+def fresh_copies(x: torch.Tensor, g: torch.Tensor) -> tuple[list, Callable[[], None]]:
+    """A list holding x and g, and a function that refills it with new copies of both.
+
+    On these CPUs one kernel's time on the same data moves by up to 5x with where the
+    data were allocated (torch's depthwise weight gradient on Xception's [8, 728, 19,
+    19]: 1.4 or 6.3 ms by allocation, most of it oneDNN reordering the data to its
+    blocked layout). Arguments made once per layer froze one such draw for the exact
+    VJP, while each sampled call allocates its own slices; new copies before every call
+    give every route the spread a training loop's new activations give it."""
+    args = [x, g]
+
+    def refill() -> None:
+        args[:] = [x.clone(), g.clone()]
+
+    return args, refill
 
 
 def run(layers: list[Layer], repeats: int, budget: float) -> dict:
@@ -108,8 +129,9 @@ def run(layers: list[Layer], repeats: int, budget: float) -> dict:
         for leg in LEGS:
             if not sampled_legs("weight_vjp", layer.spec(), layer.batch, leg):
                 continue
-            results = time_cell(routes(layer, leg, x, g), repeats, warmup=1, budget=budget,
-                                tol=math.inf)
+            args, refill = fresh_copies(x, g)
+            results = time_cell(routes(layer, leg, x, g, args), repeats, warmup=1,
+                                budget=budget, tol=math.inf, fresh=refill)
             table[(layer.name, leg)] = {r: res.seconds for r, res in results.items()}
             print(f"{layer.name:<20} {leg:<8} " + "  ".join(
                 f"{r} {1e3 * s:.2f}" for r, s in table[(layer.name, leg)].items()
@@ -181,7 +203,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
         f"commit {git_commit()}",
         f"- {args.threads} torch threads, cpu, {args.repeats} interleaved rounds, medians; "
-        "ratios to the exact VJP (scheme 'fixed', a fresh draw per call)",
+        "ratios to the exact VJP (scheme 'fixed', a fresh draw per call, new copies of the "
+        "arguments before each call)",
         f"- load average (1, 5, 15 min) before: {before[0]:.2f}, {before[1]:.2f}, "
         f"{before[2]:.2f}; after: {after[0]:.2f}, {after[1]:.2f}, {after[2]:.2f} "
         "(the machine is shared with other runs)",

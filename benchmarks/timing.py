@@ -8,7 +8,8 @@ drift of the machine's speed hits every route alike. Routes named in `apart`
 their intermediates of up to a GiB changed the allocator's and caches' state for
 the route after them (C3D's unfold: ref 5.5 ms, auto 7.6 ms, tn 2.8 ms with
 them interleaved, all about 1.8 ms without). The median of a route's samples is
-its time. A route whose timed calls have used up `budget` seconds is left out of
+its time. `fresh`, where given, runs untimed before every warmup and timed call (to give
+each call new arguments, as each training step gives new activations). A route whose timed calls have used up `budget` seconds is left out of
 the remaining rounds (it keeps at least one sample), so a very slow unrewritten
 network cannot stall the suite.
 
@@ -103,17 +104,19 @@ def _first_calls(calls: dict, sync: Callable[[], None], tol: float):
 
 def _rounds(routes: dict[str, Callable[[], torch.Tensor]], first: dict[str, float],
             samples: dict[str, list[float]], repeats: int, warmup: int, budget: float,
-            sync: Callable[[], None]) -> None:
+            sync: Callable[[], None], fresh: Callable[[], None]) -> None:
     """`warmup` untimed and `repeats` timed rounds of `routes`, interleaved."""
     for _ in range(warmup):
         for route, call in routes.items():
             if first[route] <= budget:
+                fresh()
                 call()
                 sync()
     for _ in range(repeats):
         for route, call in routes.items():
             if samples[route] and sum(samples[route]) > budget:
                 continue
+            fresh()
             sync()
             start = time.perf_counter()
             call()
@@ -123,16 +126,18 @@ def _rounds(routes: dict[str, Callable[[], torch.Tensor]], first: dict[str, floa
 
 def time_cell(calls: dict[str, Union[Callable[[], torch.Tensor], str]], repeats: int,
               warmup: int, budget: float, sync: Callable[[], None] = lambda: None,
-              tol: float = TOLERANCE, apart: tuple[str, ...] = ()) -> dict[str, RouteResult]:
+              tol: float = TOLERANCE, apart: tuple[str, ...] = (),
+              fresh: Callable[[], None] = lambda: None) -> dict[str, RouteResult]:
     """Time every runnable route of `calls` (the first one is the reference), interleaved;
-    the routes in `apart` after that, each on its own."""
+    the routes in `apart` after that, each on its own; `fresh()` untimed before each call."""
     results, active, first = _first_calls(calls, sync, tol)
     samples: dict[str, list[float]] = {route: [] for route in active}
     _rounds({r: c for r, c in active.items() if r not in apart}, first, samples, repeats,
-            warmup, budget, sync)
+            warmup, budget, sync, fresh)
     for route in apart:
         if route in active:
-            _rounds({route: active[route]}, first, samples, repeats, warmup, budget, sync)
+            _rounds({route: active[route]}, first, samples, repeats, warmup, budget, sync,
+                    fresh)
     for route, times in samples.items():
         results[route].seconds = median(times) if times else None
         results[route].samples = len(times)
