@@ -26,8 +26,8 @@ import torch
 
 from tnconv.errors import argument_error
 from tnconv.curvature._run import QUANTITIES, public_name, run
-from tnconv.spec.conv_spec import ConvSpec, error_context
-from tnconv.spec.modules import spec_from_module
+from tnconv.nn.kfac import module_spec
+from tnconv.spec.conv_spec import error_context
 
 __all__ = ["batch_l2", "sum_grad_squared", "variance", "ggn_diagonal", "ggn_gram",
            "backpropagate_sqrt_factor", "hessian_diagonal_weight", "hessian_diagonal_input"]
@@ -36,7 +36,7 @@ __all__ = ["batch_l2", "sum_grad_squared", "variance", "ggn_diagonal", "ggn_gram
 def _layer(name: str, conv: Any, x: Any, given: Any, dtype: Optional[torch.dtype]) -> torch.Tensor:
     op = public_name(name, functional=False)
     with error_context(op):
-        spec = spec_from_module(ConvSpec, conv, x, operation=op, argument="conv")
+        spec, _ = module_spec(op, conv, x)  # cached on the module's hyper-parameters
         if x.dim() != spec.ndim + 2:
             raise argument_error(op, "x", f"tensor of shape {tuple(x.shape)}",
                                  f"a batched input [N, C_in, *spatial] with {spec.ndim} "

@@ -44,7 +44,7 @@ from tnconv.spec.modules import spec_from_module
 __all__ = ["kfc", "kfac_reduce", "patches", "averaged_patches"]
 
 
-def _module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
+def module_spec(op: str, conv: Any, x: Any) -> tuple[ConvSpec, torch.Tensor]:
     """The spec of `conv` at input `x` (cached on the module's hyper-parameters, its
     weight's shape and x's shape)."""
     build = lambda: spec_from_module(ConvSpec, conv, x, operation=op,  # noqa: E731
@@ -122,7 +122,7 @@ def _module_factor(name: str, op: str, conv: Any, x: Any, bias: Optional[bool],
 
     def build() -> Callable[[torch.Tensor], torch.Tensor]:
         with error_context(op):
-            spec, batched = _module_spec(op, conv, x)
+            spec, batched = module_spec(op, conv, x)
             options = dict(zip(_OPTIONS[name], values))
             run = factor_runner(name, spec, x.dtype, op=op, bias=_bias_flag(op, conv, bias),
                                 **options)
@@ -188,7 +188,7 @@ def patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype] = None,
     op = "tnconv.patches"
     floating(op, ("x", x))
     with error_context(op):
-        spec, x = _module_spec(op, conv, x)
+        spec, x = module_spec(op, conv, x)
         return patch_matrix("patches", spec, x, op=op, dtype=dtype, strategy=strategy)
 
 
@@ -198,5 +198,5 @@ def averaged_patches(conv: Any, x: torch.Tensor, *, dtype: Optional[torch.dtype]
     op = "tnconv.averaged_patches"
     floating(op, ("x", x))
     with error_context(op):
-        spec, x = _module_spec(op, conv, x)
+        spec, x = module_spec(op, conv, x)
         return patch_matrix("averaged_patches", spec, x, op=op, dtype=dtype, strategy=strategy)
