@@ -208,17 +208,23 @@ def test_the_kernel_not_the_fallback_computes_a_window_view(monkeypatch):
         run_step(step, windows.contiguous(), w)
 
 
-@given(params=conv_params(), per_sample=st.booleans())
-def test_any_hyper_parameters_with_kernel_sized_blocks(params, per_sample):
-    """Random hyper-parameters with 8x the channels (blocks of at least 64): forward and
-    (per-sample) weight VJPs on the tensor-network route equal torch."""
+def _kernel_sized_blocks(params: dict) -> tuple[int, tnconv.ConvSpec]:
+    """The batch size and the spec of drawn `conv_params` with 8x the channels (blocks of
+    at least 64, the size the conv step family runs as torch's kernels)."""
     params = dict(params)
     batch, _, *size = params.pop("input_shape")
     params.pop("ndim")
     params["in_channels"] *= 8
     params["out_channels"] *= 8
-    spec = tnconv.ConvSpec(input_size=tuple(size), **params)
-    x, w = rand(batch, spec.in_channels, *size), rand(*spec.weight_shape)
+    return batch, tnconv.ConvSpec(input_size=tuple(size), **params)
+
+
+@given(params=conv_params(), per_sample=st.booleans())
+def test_any_hyper_parameters_with_kernel_sized_blocks(params, per_sample):
+    """Random hyper-parameters with 8x the channels (blocks of at least 64): forward and
+    (per-sample) weight VJPs on the tensor-network route equal torch."""
+    batch, spec = _kernel_sized_blocks(params)
+    x, w = rand(batch, spec.in_channels, *spec.input_size), rand(*spec.weight_shape)
     v = rand(batch, spec.out_channels, *spec.output_size)
     assert_close(tnconv.compile("forward", spec, strategy="tn")(x, w), layer(spec)(x, w))
     got = tnconv.compile("weight_vjp", spec, strategy="tn", per_sample=per_sample)(x, v)
@@ -317,12 +323,7 @@ def test_a_scatter_the_kernels_cannot_run_keeps_its_steps(spec):
 def test_any_strided_input_vjp_with_kernel_sized_blocks(params):
     """Random zero-padded hyper-parameters with 8x the channels: the input VJP on the
     tensor-network route equals torch's, whichever form the compiler picks."""
-    params = dict(params)
-    batch, _, *size = params.pop("input_shape")
-    params.pop("ndim")
-    params["in_channels"] *= 8
-    params["out_channels"] *= 8
-    spec = tnconv.ConvSpec(input_size=tuple(size), **params)
+    batch, spec = _kernel_sized_blocks(params)
     w, v = rand(*spec.weight_shape), rand(batch, spec.out_channels, *spec.output_size)
     got = tnconv.compile("input_vjp", spec, strategy="tn")(w, v)
     assert_close(got, _input_grad(spec, w, v))
