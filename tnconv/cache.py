@@ -45,7 +45,11 @@ class LRUCache:
             _REGISTRY[name] = self
 
     def get_or_create(self, key: Hashable, factory: Callable[[], T]) -> T:
-        """Return the value for `key`, building it with `factory()` on a miss."""
+        """Return the value for `key`, building it with `factory()` on a miss (a hit takes
+        no lock: `lookup`)."""
+        value = self.lookup(key)
+        if value is not None:
+            return value  # type: ignore[return-value]
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)

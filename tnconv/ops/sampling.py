@@ -184,10 +184,8 @@ def sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str,
     slices: those of size above 1 (nothing is left to drop from a leg of size 1); a
     spatial leg only along `spatial_dims` ("all", or a tuple of 0-based spatial dims).
     Cached (`tnconv.clear_caches` empties it)."""
-    key = (op, spec, batch, leg, spatial_dims)
-    found = _LEGS.lookup(key)
-    return found if found is not None else _LEGS.get_or_create(
-        key, lambda: _sampled_legs(op, spec, batch, leg, spatial_dims))
+    return _LEGS.get_or_create((op, spec, batch, leg, spatial_dims),
+                               lambda: _sampled_legs(op, spec, batch, leg, spatial_dims))
 
 
 def _sampled_legs(op: str, spec: ConvSpec, batch: int, leg: str,

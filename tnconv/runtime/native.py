@@ -245,7 +245,5 @@ _FEWER_CHANNELS = LRUCache(name="fewer channels")
 def _fewer_channels(spec: ConvSpec, in_channels: int) -> ConvSpec:
     """`spec` with `in_channels` input channels (cached, as a spec checks itself when
     built; `tnconv.clear_caches` empties it)."""
-    key = (spec, in_channels)
-    found = _FEWER_CHANNELS.lookup(key)
-    return found if found is not None else _FEWER_CHANNELS.get_or_create(
-        key, lambda: replace(spec, in_channels=in_channels))
+    return _FEWER_CHANNELS.get_or_create((spec, in_channels),
+                                         lambda: replace(spec, in_channels=in_channels))

@@ -72,10 +72,7 @@ class IndexPattern:
         Built once per pattern (a named cache); a `TNConvError` if [K, O] exceeds the
         size guard (`tnconv.set_size_limit`).
         """
-        table = _SOURCE_CACHE.lookup(self)
-        if table is None:
-            table = _SOURCE_CACHE.get_or_create(self, lambda: _source_indices(self))
-        return table  # type: ignore[return-value]
+        return _SOURCE_CACHE.get_or_create(self, lambda: _source_indices(self))
 
     def to_numpy(self, dtype: Any = np.float64) -> np.ndarray:
         """Dense [K, O, I] array of zeros and ones."""

@@ -148,9 +148,7 @@ def repeated_steps(program: Any) -> frozenset[int]:
     """The path steps the schedule does not run: common sub-expressions of an earlier step
     (the same operands met the same way, e.g. a copy's half of a network with two copies),
     keyed as `build_steps` keys them (cached: `tnconv.clear_caches` empties it)."""
-    found = _REPEATED.lookup(program)
-    return found if found is not None else _REPEATED.get_or_create(
-        program, lambda: _repeated_steps(program))
+    return _REPEATED.get_or_create(program, lambda: _repeated_steps(program))
 
 
 def _repeated_steps(program: Any) -> frozenset[int]:
