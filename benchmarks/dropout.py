@@ -8,10 +8,10 @@ sampled VJP at keep = 1, 0.5, 0.25 and 0.1 (scheme "fixed", a fresh draw per
 call), and the same estimate computed with a mask: the cotangent (or input)
 multiplied by the draw's weights on full tensors, then the exact VJP; and, for
 context, the exact VJP on the tensor-network route (`strategy="tn"`, the route
-the sampled networks run on). Medians
-of the rounds, each call on new copies of the arguments (`fresh_copies`); time ratios to the exact VJP, geometric means over the layers
-where the leg has something to slice (a depthwise layer has one input channel
-per group). The machine's load average is noted (other runs share it). Writes
+the sampled networks run on). Medians of the rounds, each call on new copies of
+the arguments (`fresh_copies`); time ratios to the exact VJP, geometric means
+over the layers where the leg has something to slice (a depthwise layer has one
+input channel per group). The machine's load average is noted (other runs share it). Writes
 `benchmarks/results/dropout.md`.
 
 >>> layer = LAYERS["resnet_3x3"]

@@ -8,9 +8,10 @@ drift of the machine's speed hits every route alike. Routes named in `apart`
 their intermediates of up to a GiB changed the allocator's and caches' state for
 the route after them (C3D's unfold: ref 5.5 ms, auto 7.6 ms, tn 2.8 ms with
 them interleaved, all about 1.8 ms without). The median of a route's samples is
-its time. `fresh`, where given, runs untimed before every warmup and timed call (to give
-each call new arguments, as each training step gives new activations). A route whose timed calls have used up `budget` seconds is left out of
-the remaining rounds (it keeps at least one sample), so a very slow unrewritten
+its time. `fresh`, where given, runs untimed before every warmup and timed call
+(to give each call new arguments, as each training step gives new activations).
+A route whose timed calls have used up `budget` seconds is left out of the
+remaining rounds (it keeps at least one sample), so a very slow unrewritten
 network cannot stall the suite.
 
 >>> import torch
