@@ -293,3 +293,26 @@ def test_the_rules_leave_selections_alone(op, leg):
         after = rewrite(net, order).network
         for name, tensor in before.items():
             assert after.tensor(name) == tensor
+
+
+def test_a_channel_draw_is_taken_before_the_view_and_its_windows_read_in_place():
+    """The kept channels of a grouped convolution stay a window view of the smaller tensor:
+    the weight VJP runs the exact network's shift-GEMM on them, never an einsum over
+    laid-out windows, and the argument's padded view is never built."""
+    from tnconv.lower.schedule.windows import reads_in_place
+
+    spec = tnconv.ConvSpec(8, 8, kernel_size=3, input_size=(10, 10), padding=1, groups=4)
+    schedule = tnconv.compile("sampled_weight_vjp", spec, leg="channel", counts=(1,),
+                              batch_size=2).schedule()
+    gather, product, scatter = schedule.steps
+    assert isinstance(gather, Gather) and isinstance(scatter, IndexAdd)
+    assert reads_in_place(product) and product.inputs[0] == gather.output
+    assert schedule.shapes[gather.output] == (2, 4, 1, 10, 3, 10, 3)  # [n, g, s, o1, k1, …]
+    assert [a.view for a in schedule.arguments if a.argument == 0] == [None]
+    x, g = rand(2, 8, 10, 10), rand(2, 8, 10, 10)
+    index, w = torch.tensor([1], device=DEVICE), torch.tensor([4.0], dtype=torch.float64,
+                                                               device=DEVICE)
+    mask = torch.zeros(2, dtype=torch.float64).index_add_(0, index.cpu(), w.cpu())
+    masked_x = x * mask.repeat(4).view(1, -1, 1, 1).to(DEVICE)
+    assert_close(Bound(schedule, DEVICE, torch.float64)(x, g, index, w),
+                 _weight_vjp_reference(spec, masked_x, g))

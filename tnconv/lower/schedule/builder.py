@@ -19,7 +19,7 @@ The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Hashable, Optional
 
 from tnconv.cache import LRUCache
@@ -29,7 +29,8 @@ from tnconv.ir.views import read_as
 from tnconv.lower.paths import walk_path
 from tnconv.lower.schedule.conv import conv_rule
 from tnconv.lower.schedule.einsum import einsum_rule, sliced_einsum_rule
-from tnconv.lower.schedule.gather import gather_rule
+from tnconv.lower.schedule.gather import Gather, gather_rule
+from tnconv.lower.schedule.gather_views import taken_before_view
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.product import gram_rule, matmul_rule, matrix_rule
 from tnconv.lower.schedule.reduce import hadamard_rule, reduce_rule
@@ -70,6 +71,17 @@ class _Registers:
         self.shapes.append(tuple(shape))
         return len(self.shapes) - 1
 
+    def as_it_lies(self, register: int, shape: tuple[int, ...]) -> int:
+        """A register holding the argument of viewed register `register` reshaped to
+        `shape`, no view (one per argument and shape)."""
+        which = next(a.argument for a in self.arguments if a.register == register)
+        found = next((a.register for a in self.arguments
+                      if a.argument == which and a.view is None and a.shape == shape), None)
+        if found is None:
+            found = self.new(shape)
+            self.arguments.append(Argument(found, which, shape, None))
+        return found
+
 
 def _slots(program: Any) -> _Registers:
     """Registers for the arguments (copies of one view share one), then the constants."""
@@ -103,7 +115,7 @@ def build_steps(program: Any) -> Schedule:
     regs = _slots(program)
     sizes = {i: n for op in program.operands for i, n in zip(op.indices, op.shape)}
     prepare, steps = [], []
-    earlier: dict[Hashable, int] = {}  # step signature -> register
+    earlier: dict[Hashable, tuple] = {}  # step signature -> (result operand, walk's legs)
     order = lambda taken: sorted(taken, key=lambda t: repr(regs.operands[t[0]].signature))  # noqa
     legs = [op.indices for op in program.operands]
     constant = [op.is_constant for op in program.operands]
@@ -112,25 +124,49 @@ def build_steps(program: Any) -> Schedule:
         key = ("step", tuple(op.signature for op in taken), canonical(
             [op.legs for op in taken], step.out))
         if key in earlier:  # a common sub-expression: reuse its register
-            regs.operands[step.result] = Operand(earlier[key], step.out, step.constant,
-                                                 signature=key)
+            regs.operands[step.result] = _renamed(*earlier[key], step.out)
             continue
         output = regs.new(tuple(sizes[i] for i in step.out))
-        earlier[key] = output
         regs.operands[step.result] = Operand(output, step.out, step.constant, signature=key)
         site = Site(taken, step.out, output, sizes, final=step.final)
         if step.constant:
             prepare.append(reduce_rule(site) or einsum_rule(site))
         else:
-            steps.append(next(s for s in (rule(site) for rule in RULES) if s is not None))
+            rule_step = next(s for s in (rule(site) for rule in RULES) if s is not None)
+            taken_view = taken_before_view(rule_step, site) if isinstance(rule_step, Gather) \
+                else None
+            if taken_view is not None:  # the kept rows stay a view the next step reads
+                rule_step = _read_as_it_lies(taken_view, regs, output)
+                regs.operands[step.result] = Operand(output, taken_view.legs, False, None,
+                                                     taken_view.view, key, argument=True)
+            steps.append(rule_step)
+        earlier[key] = (regs.operands[step.result], step.out)
     result = regs.operands[len(program.operands) + len(program.path) - 1].register
     return Schedule(tuple(regs.arguments), tuple(regs.constants), tuple(prepare), tuple(steps),
                     result, tuple(program.result_shape), tuple(regs.shapes), scale=program.scale)
 
 
+def _read_as_it_lies(taken: Any, regs: _Registers, output: int) -> Gather:
+    """The gather of `taken` (`TakenView`) reading its argument as it lies; its result
+    register gets the shape of the rows taken, seen through the view."""
+    data = regs.as_it_lies(taken.argument, taken.base_shape)
+    regs.shapes[output] = tuple(taken.view.shape)
+    return replace(taken.step, inputs=(data,) + taken.step.inputs[1:], output=output)
+
+
+def _renamed(earlier: Operand, walked: tuple[str, ...], out: tuple[str, ...]) -> Operand:
+    """The result operand of an earlier step met again (the walk gave it legs `walked`,
+    now `out`): its register and view, its legs renamed."""
+    rename = dict(zip(walked, out))
+    return Operand(earlier.register, tuple(rename[leg] for leg in earlier.legs),
+                   earlier.constant, earlier.value, earlier.view, earlier.signature,
+                   earlier.argument)
+
+
 def _with_legs(op: Operand, legs: tuple[str, ...]) -> Operand:
-    """`op` as the walk sees it now (a result's legs are those the walk gave it)."""
-    if op.legs == legs:
+    """`op` as the walk sees it now (a result's legs are those the walk gave it; rows
+    taken before a view keep the view's order of the same legs)."""
+    if op.legs == legs or (op.view is not None and sorted(op.legs) == sorted(legs)):
         return op
     return Operand(op.register, legs, op.constant, op.value, op.view, op.signature, op.argument)
 

@@ -12,9 +12,16 @@ and windows then run on the smaller tensor.
 
 `push_takes(view, picks)` plans that: the view's steps with `TakeRows` inserted,
 or None where the view hides where a leg comes from (a reshape after the take).
-`gather_arguments`, a schedule pass, applies it to every gather step that is
-the only reader of its argument's view: the argument register then holds the
-caller's tensor as it lies and the step runs the plan (its `source`).
+It is applied twice:
+
+- `taken_before_view`, while the schedule is built: a gather that only takes legs
+  the view leaves alone (a channel or batch draw) returns the rest of the view on
+  the smaller tensor, still a view: the step that reads it is chosen as for an
+  argument's view (a shift-GEMM reading the kept channels' windows in place), not
+  as an einsum over laid-out windows;
+- `gather_arguments`, a schedule pass, for every other gather step that is the
+  only reader of its argument's view: the argument register then holds the
+  caller's tensor as it lies and the step runs the plan (its `source`).
 
 >>> from tnconv.ir.views import Pad, View, Window
 >>> view = View((2, 3, 10), (Pad(2, 1, 1), Window(2, size=3, step=2)))   # [n, c, o, k]
@@ -30,13 +37,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from tnconv.ir.selection import SelectionView
+from tnconv.ir.selection import SelectionView, is_selection
 from tnconv.ir.views import Dilate, Flip, Pad, Reshape, Slice, SplitLeg, Take, View, Window
 from tnconv.lower.schedule.gather import Gather
 from tnconv.lower.schedule.model import Argument, Schedule, readers
 from tnconv.lower.schedule.product import Matmul
+from tnconv.lower.schedule.site import Operand, Site
 
-__all__ = ["TakeRows", "push_takes", "gather_arguments"]
+__all__ = ["TakeRows", "push_takes", "gather_arguments", "TakenView", "taken_before_view"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,45 @@ def push_takes(view: View, picks: dict[int, tuple[int, int]]) -> Optional[tuple[
     if pending:
         ops.append(View(start, tuple(pending)))
     return tuple(ops)
+
+
+@dataclass(frozen=True)
+class TakenView:
+    """A gather whose selections all act before its argument's windows: `step` reads the
+    argument as it lies (`base_shape`, register to be given by the builder) and writes
+    the kept rows seen through `view`, its legs `legs` (the data's, each L its s)."""
+
+    step: Gather
+    argument: int  # the data operand's register (its view's argument)
+    base_shape: tuple[int, ...]
+    legs: tuple[str, ...]
+    view: View
+
+
+def taken_before_view(step: Gather, site: Site) -> Optional[TakenView]:
+    """`step`, a gather from an argument's window view, with its rows taken before the
+    view's steps, where every selection picks a leg the view leaves alone (channels, the
+    batch) and windows remain after the last take; None otherwise (the window starts are
+    picked, or no windows remain: `gather_arguments` may still take rows inside)."""
+    data = next(op for op in site.taken if op.register == step.inputs[0] and not is_selection(op))
+    view = data.view
+    if (not data.argument or not isinstance(view, View) or step.source is not None
+            or -1 in step.weight_of):
+        return None
+    origin = _origins(view)
+    if any(origin[d] is None or origin[d][0] != "axis" for d in step.dims):
+        return None
+    selections = {op.register: op for op in site.taken if is_selection(op)}
+    picks = {dim: (j, selections[r].view.count)
+             for j, (dim, r) in enumerate(zip(step.dims, step.inputs[1:]))}
+    plan = push_takes(view, picks)
+    if plan is None or not isinstance(plan[-1], View) or not plan[-1].tap_dims():
+        return None
+    placed = {selections[r].legs[1]: selections[r].legs[0] for r in step.inputs[1:1 + len(picks)]}
+    legs = tuple(placed.get(leg, leg) for leg in data.legs)
+    gathered = replace(step, permutation=tuple(range(len(legs))), source=plan, final=-1,
+                       layout=())
+    return TakenView(gathered, data.register, tuple(view.base_shape), legs, plan[-1])
 
 
 def _last_window(view: View, dims: tuple[int, ...]) -> int:

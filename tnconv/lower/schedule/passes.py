@@ -12,7 +12,8 @@
   as a transposed convolution) as it reads, the padded or dilated copy never made;
 - `mark_views`: whether the result is only a view of the argument (one `as_strided`
   and a copy per call) or may share its memory;
-- `prune`: what nothing reads is dropped (copies' constants, merged chain results).
+- `prune`: what nothing reads is dropped (copies' constants, merged chain results, an
+  argument's view once its rows are taken before the view).
 
 Each pass leaves a schedule it has already processed unchanged (tested).
 
@@ -204,8 +205,9 @@ def prune(schedule: Schedule) -> Schedule:
                 kept.append(step)
                 needed.update(step.inputs)
     constants = tuple(c for c in schedule.constants if c.register in needed)
+    arguments = tuple(a for a in schedule.arguments if a.register in needed)
     return replace(schedule, steps=tuple(reversed(steps)), prepare=tuple(reversed(prepare)),
-                   constants=constants)
+                   constants=constants, arguments=arguments)
 
 
 #: The passes, in the order they run.
