@@ -427,16 +427,20 @@ def test_steps_that_autograd_records_have_the_einsums_gradient(view, legs, other
 
 @pytest.mark.parametrize("in_channels, out_channels, size, groups", [
     (6, 9, 12, 3), (6, 18, 16, 6)])
+@pytest.mark.parametrize("taps, rows", [(9, 3), (2, 1), (9, 100)],
+                         ids=["blocks-of-3-rows", "chunks-of-2-taps", "one-block"])
 def test_taps_kept_against_a_larger_operand_lay_out_the_data_not_the_operand(
-        monkeypatch, in_channels, out_channels, size, groups):
+        monkeypatch, in_channels, out_channels, size, groups, taps, rows):
     """Groups of 2 channels in and 3 out, or 1 in and 3 out: in the weight VJP the
     cotangent is the larger operand, so it is read in place and the taps' data is laid
-    out (one tap at a time; two at a time, the last alone, under a small block size), not
-    the cotangent zero-padded; the value equals the zero-padded way's and torch's."""
+    out a block of rows at a time (all 9 taps of 3 rows, 2 taps of 1 row, or everything at
+    once as the buffer's size allows), not the cotangent zero-padded; the value equals the
+    zero-padded way's and torch's."""
     spec = tnconv.ConvSpec(in_channels, out_channels, 3, (size, size), padding=1,
                            groups=groups)
     assert ShiftGemmOutput in step_types(schedule_of("weight_vjp", spec, 2))
-    monkeypatch.setattr(window_runtime, "_BLOCK_BYTES", 2 * 2 * groups * size * size * 8)
+    per_tap = in_channels // groups * size * size * 8  # one row's data of one tap, float64
+    monkeypatch.setattr(window_runtime, "_LAID_OUT_BYTES", taps * rows * per_tap)
     x, v = rand(2, in_channels, size, size), rand(2, out_channels, size, size)
     laid_out: list = []
     monkeypatch.setattr(window_runtime, "_taps_laid_out", _recording(
