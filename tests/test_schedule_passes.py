@@ -15,7 +15,9 @@ from tests.helpers import DEVICE, assert_close, rand, schedule_of
 from tnconv.ir.constants import Scaled, register_constant
 from tnconv.ir.views import Reshape, Slice, View
 from tnconv.lower.schedule.builder import build_steps
-from tnconv.lower.schedule.einsum import Einsum
+import tnconv.lower.schedule.einsum as einsum_module
+import tnconv.lower.schedule.passes as passes_module
+from tnconv.lower.schedule.einsum import Einsum, SlicedSquares
 from tnconv.lower.schedule.model import Argument, Constant, Schedule
 from tnconv.lower.schedule.model import readers
 from tnconv.lower.schedule.passes import (PASSES, fold_scale, merge_chains, multiplicity,
@@ -69,8 +71,24 @@ CASES = [
     ("kfc", Spec(4, 6, 3, input_size=(7, 6), padding=1), {"rewrite": False}),
     ("kfac_reduce", Spec(4, 6, 3, input_size=(7, 6), padding=1), {"rewrite": False}),
     ("averaged_patches", Spec(2, 2, 3, input_size=(6, 5), stride=2), {"rewrite": False}),
+    # sums of squares of an einsum (a GGN diagonal): sliced along the batch, or along the
+    # columns of a sliced einsum (`square_in_slices`, under `_small_thresholds`)
+    ("ggn_diagonal", Spec(4, 4, (1, 3), input_size=(5, 6), padding=(0, 1), groups=2),
+     {"classes": 2}),
+    ("ggn_diagonal", Spec(1, 32, 3, input_size=(12,)), {"classes": 3}),
 ]
 IDS = [f"{op}-{n}" for n, (op, _, _) in enumerate(CASES)]
+
+
+@pytest.fixture(autouse=True)
+def _small_thresholds(monkeypatch):
+    """The cases are small: the sizes from which slicing an einsum pays on real layers are
+    lowered, so that the passes meet sliced einsums (caches emptied on both sides)."""
+    monkeypatch.setattr(passes_module, "SQUARES_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(einsum_module, "SLICED_MIN_ELEMENTS", 1)
+    tnconv.clear_caches()
+    yield
+    tnconv.clear_caches()
 
 
 def _built(op: str, spec: Spec, options: dict, batch: int = 3):
@@ -354,3 +372,19 @@ def test_a_sum_of_an_argument_read_elsewhere_keeps_the_view(view):
     x = rand(*view.base_shape)
     windows = view.apply_torch(x)
     assert_close(_value(built, x), windows * windows.sum(2, keepdim=True))
+
+
+def test_squares_of_an_einsum_are_summed_one_slice_at_a_time():
+    """A GGN diagonal's einsum and the sum of its squares become one sliced step: along the
+    batch (each slice reads a share of both operands), or along a sliced einsum's columns
+    (the other operand laid out once); the product is never made whole."""
+    sliced = []
+    for op, spec, options in CASES[-2:]:
+        built, _ = _built(op, spec, options)
+        assert [type(s).__name__ for s in built.steps][-1] == "HadamardSum"
+        (step,) = run_passes(built).steps
+        assert isinstance(step, SlicedSquares)
+        sliced.append(step)
+    batch, columns = sliced
+    assert batch.slices == 3 and not batch.layout and -1 not in batch.dims
+    assert columns.slices == 3 and columns.layout and columns.dims == (-1, 0)

@@ -7,6 +7,10 @@
   first (on a 3d layer's GGN, 74 ms of a 366 ms call). One call per slice of the
   leading leg reads each slice in place; the other operand is laid out once as
   [shared…, own…, contracted…], and the slices' results are stacked.
+- `SlicedSquares`: an einsum whose result only a sum of its squares reads, over a
+  batch leg among others (a GGN diagonal's Σ_{c,n} φ²): one einsum per slice of that
+  leg, squared and summed into the total, so the whole product (tens of MiB of fresh
+  pages) is never made (`tnconv.lower.schedule.passes.square_in_slices`).
 
 >>> from tnconv.lower.schedule.site import Operand, Site
 >>> site = Site((Operand(0, ("n", "c"), False), Operand(1, ("c", "k"), True)), ("n", "k"), 2,
@@ -24,7 +28,7 @@ from tnconv.ir.equation import spell
 from tnconv.lower.schedule.model import Step
 from tnconv.lower.schedule.site import Site
 
-__all__ = ["Einsum", "SlicedEinsum", "einsum_rule", "sliced_einsum_rule",
+__all__ = ["Einsum", "SlicedEinsum", "SlicedSquares", "einsum_rule", "sliced_einsum_rule",
            "SLICED_MIN_ELEMENTS", "SLICED_MAX_SLICES", "SLICED_MIN_COLUMNS"]
 
 #: A sliced einsum saves one copy of the sliced operand: worth a loop from this size.
@@ -45,6 +49,27 @@ class Einsum(Step):
 
     def label(self) -> str:
         return f"einsum {self.equation}"
+
+
+@dataclass(frozen=True)
+class SlicedSquares(Step):
+    """Σ over `summed` of einsum(equation, *inputs)², one slice of a leg at a time: input
+    j is read at index i of its dim `dims[j]` (-1: whole), `equation` is the einsum of one
+    slice, `summed` the dims of a slice's result summed; the total is permuted by
+    `permutation`. With a `layout`, the first input is permuted by it and made contiguous
+    once, before the slices (a `SlicedEinsum`'s other operand)."""
+
+    family = "einsum"
+    equation: str
+    dims: tuple[int, ...]
+    slices: int
+    summed: tuple[int, ...]
+    permutation: tuple[int, ...] = ()
+    layout: tuple[int, ...] = ()
+
+    def label(self) -> str:
+        return (f"sum of squares of einsum {self.equation}, one slice of {self.slices} at a "
+                f"time")
 
 
 def einsum_rule(site: Site) -> Einsum:
