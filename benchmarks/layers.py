@@ -148,6 +148,13 @@ _LIST = (
           (56, 56), batch=4, stride=2, padding=2, groups=72),
     Layer("convnext_s3_dw7", "ConvNeXt-T stage 3 depthwise 7×7", 384, 384, 7, (14, 14),
           batch=8, padding=3, groups=384),
+    # Added to check the gather taken before a view, the taps laid out by blocks of rows and
+    # the sliced sums of squares on layers they were not tuned on.
+    Layer("shufflenetv2_dw3", "ShuffleNetV2 1.0x stage 2 depthwise 3×3", 116, 116, 3, (28, 28),
+          batch=8, padding=1, groups=116),
+    Layer("regnety_grouped", "RegNetY-400MF stage 2 3×3, groups of 8 channels", 104, 104, 3,
+          (28, 28), batch=8, padding=1, groups=13),
+    Layer("vgg16_conv3", "VGG-16 conv3_2 3×3", 256, 256, 3, (56, 56), batch=2, padding=1),
 )
 
 LAYERS: dict[str, Layer] = {layer.name: layer for layer in _LIST}
