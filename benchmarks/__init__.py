@@ -13,7 +13,7 @@ and writes a tensor of the factor's size; `compile_time`
 
 >>> from benchmarks.layers import LAYERS
 >>> len(LAYERS)
-26
+29
 """
 
 __all__: list[str] = []

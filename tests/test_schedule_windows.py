@@ -460,3 +460,34 @@ def _recording(function, calls: list):
         calls.append(1)
         return function(*args, **kwargs)
     return recorded
+
+
+def test_a_ggn_on_small_groups_reads_the_sqrt_factor_in_place_a_column_at_a_time(monkeypatch):
+    """A GGN diagonal of 4-in, 8-out groups: torch's kernel would copy the sqrt factor (its
+    C columns outermost) into its own layout, so the shift step takes the product; the
+    factor's rows do not merge across the columns, so each column's rows meet the laid-out
+    windows in place, and the value equals Σ_{c,n} (J_nᵀ S[c, n])² by autograd."""
+    from tnconv.lower.schedule.conv import ConvKernel
+
+    spec = tnconv.ConvSpec(8, 16, 3, (10, 10), padding=1, groups=2)
+    kinds = step_types(schedule_of("ggn_diagonal", spec, 2, classes=2))
+    assert ShiftGemmOutput in kinds and ConvKernel not in kinds
+    parts: list = []
+    original = window_runtime._taps_laid_out
+
+    def recording(step, v, laid, *rest):
+        parts.append(len(laid))
+        return original(step, v, laid, *rest)
+
+    monkeypatch.setattr(window_runtime, "_taps_laid_out", recording)
+    x, s = rand(2, 8, 10, 10), rand(2, 2, 16, 10, 10)
+    got = tnconv.compile("ggn_diagonal", spec, strategy="tn", classes=2)(x, s)
+    assert parts == [2]  # one [rows, 8, ∏O] view of the factor per column
+    expected = torch.zeros(spec.weight_shape, dtype=torch.float64)
+    for c in range(2):
+        for n in range(2):
+            w = torch.zeros(spec.weight_shape, dtype=torch.float64, requires_grad=True)
+            y = torch.nn.functional.conv2d(x[n:n + 1], w, padding=1, groups=2)
+            (grad,) = torch.autograd.grad((y * s[c, n:n + 1]).sum(), w)
+            expected += grad ** 2
+    assert_close(got, expected)

@@ -352,7 +352,8 @@ def _shift_gemm_output(step: ShiftGemmOutput, v: torch.Tensor, w: torch.Tensor,
     summed, shared, other_free, free = step.sizes
     rows, width, inner = prod(summed) * prod(shared), prod(other_free), prod(free)
     if inner < width:  # the other is the larger: read it in place, lay out each tap's data
-        laid = _rows_in_place(w.permute(step.other_permutation), rows, width)
+        laid = _rows_in_place(w.permute(step.other_permutation), rows, width,
+                              len(summed) + len(shared))
         if laid is not None:
             return _taps_laid_out(step, v, laid, runs, rows, width, inner)
     padded = v.new_zeros(rows, width, runs.length)
@@ -387,17 +388,27 @@ def _taps_kept(step: ShiftGemmOutput, total: torch.Tensor, runs: _Runs) -> torch
     return total.reshape(runs.taps + shared + other_free + free).permute(step.permutation)
 
 
-def _rows_in_place(w: torch.Tensor, rows: int, width: int) -> Optional[torch.Tensor]:
-    """`w` [lead…, o…] as [rows, width, ∏O] without a copy (a product reads any row and
-    batch stride), or None where its legs do not merge so."""
+def _rows_in_place(w: torch.Tensor, rows: int, width: int,
+                   lead: int) -> Optional[list[torch.Tensor]]:
+    """`w` [rows' legs (`lead` of them)…, width's legs…, o…] as [rows, width, ∏O] without a
+    copy (a product reads any row and batch stride), or as several [rows, width / J, ∏O],
+    one per index j of the width's first leg, where the whole width does not merge (a GGN's
+    C columns lie outermost in the sqrt factor); None where neither does."""
     try:
-        return w.view(rows, width, -1)
+        return [w.view(rows, width, -1)]
+    except RuntimeError:
+        pass
+    if w.dim() <= lead + 1 or width % w.shape[lead]:
+        return None
+    try:
+        return [w.select(lead, j).view(rows, width // w.shape[lead], -1)
+                for j in range(w.shape[lead])]
     except RuntimeError:
         return None
 
 
-def _taps_laid_out(step: ShiftGemmOutput, v: torch.Tensor, laid: torch.Tensor, runs: _Runs,
-                   rows: int, width: int, inner: int) -> torch.Tensor:
+def _taps_laid_out(step: ShiftGemmOutput, v: torch.Tensor, laid: list[torch.Tensor],
+                   runs: _Runs, rows: int, width: int, inner: int) -> torch.Tensor:
     """Taps kept where the other operand is larger than the data: the data under the
     output positions is laid out a block of rows at a time, all taps of a row (or a chunk
     of them, where one row's taps exceed the block) into one reused buffer of at most
@@ -408,7 +419,8 @@ def _taps_laid_out(step: ShiftGemmOutput, v: torch.Tensor, laid: torch.Tensor, r
     depthwise 3×3 on 4×144×56²: 40 ms with two taps over all rows at a time (the 72 MiB
     sqrt factor read five times, the 14 MiB buffer fresh each call), 17 ms in blocks of
     36 rows. The zero-padded copy of the sqrt factor that the in-place runs would need is
-    10x the input, so it is never made."""
+    10x the input, so it is never made. `laid` holds the other's rows as one [rows, width,
+    ∏O] or as consecutive parts of the width (`_rows_in_place`), each meeting the block."""
     taps = len(runs.offsets)
     row_stride = runs.row_stride()
     per_tap = inner * prod(runs.outputs) * v.element_size()  # one row's data of one tap
@@ -433,9 +445,12 @@ def _taps_laid_out(step: ShiftGemmOutput, v: torch.Tensor, laid: torch.Tensor, r
                 else:
                     target.copy_(source[here])
             data = buffer[:count_rows, :count].reshape(count_rows, count * inner, -1)
-            product = torch.bmm(laid[here], data.transpose(1, 2))
-            total[first:first + count, here].copy_(
-                product.view(count_rows, width, count, inner).permute(2, 0, 1, 3))
+            part_width, at = width // len(laid), 0
+            for part in laid:
+                product = torch.bmm(part[here], data.transpose(1, 2))
+                total[first:first + count, here, at:at + part_width].copy_(
+                    product.view(count_rows, part_width, count, inner).permute(2, 0, 1, 3))
+                at += part_width
     return _taps_kept(step, total, runs)
 
 

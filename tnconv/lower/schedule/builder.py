@@ -5,7 +5,10 @@ then the symbolic constants (index patterns that a fold applies are never
 materialised: they get no register). The path is walked once (`walk_path`); a
 contraction of constants only becomes a `prepare` step (run once per device and
 dtype), any other one is either a common sub-expression of an earlier step (its
-result register is reused) or the step of the first rule in `RULES` that matches.
+result register is reused) or the step of the first rule in `RULES` that matches. A
+gather that only takes legs an argument's view leaves alone reads the argument as it
+lies, and its result stays a view the next rules see as they see an argument's
+(`tnconv.lower.schedule.gather_views.taken_before_view`).
 The schedule passes (`tnconv.lower.schedule.passes`) then merge, move and fold.
 
 >>> from tnconv.spec import ConvSpec

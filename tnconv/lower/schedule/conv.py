@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Optional
+from typing import Any, Optional
 
 from tnconv.ir.equation import spell
 from tnconv.ir.views import Reshape, SplitLeg, View, Window
@@ -138,6 +138,17 @@ def _pays(weight: bool, sizes: tuple[int, int, int, int], kernel: tuple[int, ...
     return channels == out == 1 and (not weight or prod(kernel) <= DEPTHWISE_WEIGHT_TAPS)
 
 
+def _copies_the_larger(other_legs: tuple[str, ...], layout: tuple[str, ...], site: Site,
+                       view: Any) -> bool:
+    """Whether a weight gradient by torch's kernel would copy the operand that is not
+    windowed into its own layout (its extra legs moved inside the groups: a GGN's C
+    columns, outermost in the sqrt factor) where that operand is larger than the windowed
+    data: the shift steps read it in place instead (GGN diagonal with C = 10, ResNeXt's
+    4 × 4 groups: 27 against 42 ms; RegNetY's groups of 8: 14 against 25 ms)."""
+    order = [leg for leg in other_legs if leg in layout]
+    return order != list(layout) and site.size(other_legs) > prod(view.base_shape)
+
+
 def conv_rule(site: Site) -> Optional[ConvKernel]:
     """A convolution kernel where an argument's window view meets another operand with
     every leg in one of a convolution's roles, else None."""
@@ -189,6 +200,8 @@ def _conv_step(site: Site, windowed: Operand, other: Operand) -> Optional[ConvKe
         other_layout = summed + shared + extra + starts
         result = shared + extra + channels + taps
     if sorted(other_layout) != sorted(other_legs):
+        return None
+    if weight and _copies_the_larger(other_legs, other_layout, site, view):
         return None
     sizes = (site.size(batch), site.size(shared), site.size(channels), site.size(extra))
     kernel, stride, dilation = (tuple(w[n] for w in windows) for n in range(3))

@@ -20,8 +20,10 @@ __all__ = ["Operand", "Site"]
 @dataclass(frozen=True)
 class Operand:
     """One register a contraction reads: its legs; whether it is known without data
-    (a constant or a result of constants); an operand constant's symbolic `value`; an
-    argument register's data `view`; and its common-subexpression `signature`."""
+    (a constant or a result of constants); an operand constant's symbolic `value`; the
+    data `view` its register holds, with `argument` set (an argument seen through its
+    view, or the rows a gather took from one before the view's steps); and its
+    common-subexpression `signature`."""
 
     register: int
     legs: tuple[str, ...]
