@@ -33,6 +33,7 @@ import torch
 import tnconv
 from tnconv.ops.sampling import sampled_legs
 from tnconv.sampling import Sample, draw
+from tnconv.trials import TIMED
 
 from .cli import git_commit
 from .layers import LAYERS, Layer, select_layers
@@ -121,6 +122,12 @@ def fresh_copies(x: torch.Tensor, g: torch.Tensor) -> tuple[list, Callable[[], N
     return args, refill
 
 
+#: Untimed rounds before the timed ones: with the first call, enough for a sampled route's
+#: trials (each route once untimed, then `TIMED` times: `tnconv.trials`), a one-time cost
+#: like compiling, so the table times the route each draw then keeps.
+WARMUP = 2 * (TIMED + 1)
+
+
 def run(layers: list[Layer], repeats: int, budget: float) -> dict:
     """{(layer name, leg): {route: seconds}} (a leg with nothing to slice is left out)."""
     table: dict = {}
@@ -130,7 +137,7 @@ def run(layers: list[Layer], repeats: int, budget: float) -> dict:
             if not sampled_legs("weight_vjp", layer.spec(), layer.batch, leg):
                 continue
             args, refill = fresh_copies(x, g)
-            results = time_cell(routes(layer, leg, x, g, args), repeats, warmup=1,
+            results = time_cell(routes(layer, leg, x, g, args), repeats, warmup=WARMUP,
                                 budget=budget, tol=math.inf, fresh=refill)
             table[(layer.name, leg)] = {r: res.seconds for r, res in results.items()}
             print(f"{layer.name:<20} {leg:<8} " + "  ".join(
@@ -202,7 +209,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"- command: `python -m benchmarks.dropout{' --layers ' + args.layers if args.layers else ''}`",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
         f"commit {git_commit()}",
-        f"- {args.threads} torch threads, cpu, {args.repeats} interleaved rounds, medians; "
+        f"- {args.threads} torch threads, cpu, {WARMUP} untimed rounds (the sampled routes' "
+        "trials of the masked and sliced routes among them), then "
+        f"{args.repeats} interleaved rounds, medians; "
         "ratios to the exact VJP (scheme 'fixed', a fresh draw per call, new copies of the "
         "arguments before each call)",
         f"- load average (1, 5, 15 min) before: {before[0]:.2f}, {before[1]:.2f}, "

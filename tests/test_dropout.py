@@ -205,6 +205,63 @@ def test_transposed_routes_mask_the_input():
     assert_close(results[0], results[1])
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("scheme", ["bernoulli", "fixed"])
+def test_a_channel_draw_masked_or_sliced_is_the_same_estimate(scheme, transposed):
+    """A channel draw's masked route is the exact VJP of the input with the dropped
+    channels of every group zeroed and the kept ones rescaled: the sliced route's estimate."""
+    x = rand(2, 6, 7, 6)
+    options = dict(padding=1, groups=3)
+    if transposed:
+        size, vjp = (6, 2, 3, 3), tnconv.conv_transpose_weight_vjp
+        g = rand(2, 6, 9, 8)
+        options = dict(options, padding=0)
+    else:
+        size, vjp = (6, 2, 3, 3), tnconv.conv_weight_vjp
+        g = rand(2, 6, 7, 6)
+    for seed in range(3):
+        results = [vjp(x, size, g, **options, sample=tnconv.Sample(
+            "channel", 0.5, generator=_generator(seed), scheme=scheme, route=route))
+            for route in ("sliced", "masked")]
+        assert_close(results[0], results[1])
+
+
+def test_a_large_draw_times_both_routes_then_keeps_the_faster(monkeypatch):
+    """With route "auto", a draw whose exact VJP is priced at `TIMED_MIN_COST` or more runs
+    each route once untimed, then in turns until each has `TIMED` timed calls, and keeps
+    the faster (here the masked one, by a clock that says so); every call is the same
+    estimate as the sliced route's for the same draw."""
+    import types
+
+    import tnconv.sampled as sampled_module
+    from tnconv.trials import TIMED
+
+    spec = tnconv.ConvSpec(64, 64, 3, input_size=(28, 28), padding=1)
+    timed = tnconv.compile("weight_vjp", spec, batch_size=4, sample=tnconv.Sample(
+        "spatial", 0.5, generator=_generator(3), scheme="fixed"))
+    sliced = tnconv.compile("weight_vjp", spec, batch_size=4, sample=tnconv.Sample(
+        "spatial", 0.5, generator=_generator(3), scheme="fixed", route="sliced"))
+    clock, routes = [0.0], []
+    monkeypatch.setattr(sampled_module, "time", types.SimpleNamespace(
+        perf_counter=lambda: clock[0]))
+    run_route = timed._run_route
+
+    def counted(tensors, carrier, *rest):
+        routes.append("sliced" if carrier is None else "masked")
+        clock[0] += 2.0 if carrier is None else 1.0
+        return run_route(tensors, carrier, *rest)
+
+    monkeypatch.setattr(timed, "_run_route", counted)
+    x, g = rand(4, 64, 28, 28), rand(4, 64, 28, 28)
+    calls = 2 * (TIMED + 1)
+    for _ in range(calls + 2):
+        assert_close(timed(x, g), sliced(x, g))
+    assert sorted(routes[:calls]) == ["masked"] * (calls // 2) + ["sliced"] * (calls // 2)
+    assert routes[calls:] == ["masked", "masked"] and timed.route() == "masked"
+    assert "route    masked (timed on the first calls: sliced 2e+03 ms, masked 1e+03 ms)" \
+        in timed.explain()
+
+
 def test_auto_route_masks_where_slicing_costs_more_than_it_saves():
     """A depthwise layer's exact VJP reads its windows in place, so gathering a subset of
     them along both dims is priced above the exact network: masked. A dense layer at keep
@@ -217,8 +274,9 @@ def test_auto_route_masks_where_slicing_costs_more_than_it_saves():
     dense = tnconv.compile("weight_vjp", tnconv.ConvSpec(
         64, 64, 3, input_size=(28, 28), padding=1), batch_size=4,
         sample=tnconv.Sample("spatial", 0.1, scheme="fixed"))
-    assert dense.route() == "sliced"
-    assert "route    sliced (the cost model's choice)" in dense.explain()
+    assert dense.route() == "sliced"  # until its first calls have timed both routes
+    assert ("route    sliced (the cost model's choice until the first calls have timed both "
+            "routes)") in dense.explain()
     forced = tnconv.compile("weight_vjp", tnconv.ConvSpec(
         32, 32, 3, input_size=(28, 28), padding=1, groups=32), batch_size=4,
         sample=tnconv.Sample("spatial", 0.5, scheme="fixed", route="sliced"))
@@ -382,9 +440,9 @@ def test_bad_samples_are_errors_naming_the_argument():
     with pytest.raises(tnconv.TNConvError, match="'spatial_dims'.*below 2"):
         tnconv.conv_weight_vjp(rand(1, 2, 4, 4), (2, 2, 3, 3), rand(1, 2, 2, 2),
                                sample=tnconv.Sample("spatial", 0.5, spatial_dims=(2,)))
-    with pytest.raises(tnconv.TNConvError, match="sample.*only a weight VJP's spatial leg"):
-        tnconv.conv_weight_vjp(rand(1, 2, 5), (2, 2, 3), rand(1, 2, 3),
-                               sample=tnconv.Sample("channel", 0.5, route="masked"))
+    with pytest.raises(tnconv.TNConvError, match="sample.*only a weight VJP has an argument"):
+        tnconv.kfc(torch.nn.Conv1d(2, 2, 3), rand(1, 2, 6).float(),
+                   sample=tnconv.Sample("batch", 0.5, route="masked"))
     spec = tnconv.ConvSpec(2, 2, 3, input_size=(6,))
     half = tnconv.Sample("spatial", 0.5)
     for op, sample in [("forward", half), ("kfac_reduce", half), ("input_vjp", half),

@@ -18,7 +18,12 @@ estimate, at the exact operation's cost. `route()` and `explain()` say which.
 With strategy "auto" a channel draw of a convolution's weight VJP, and a spatial draw
 of one dim that leaves a convolution over the others, run the sampled operation's
 native route: torch's weight-gradient kernel on the kept channels, or on the strips
-the kept rows read (`tnconv.runtime.native.sampled_weight_vjp`).
+the kept rows read (`tnconv.runtime.native.sampled_weight_vjp`). Its time falls with
+`keep` where the work does; where the data it copies does not shrink enough (the
+strips of a depthwise 3×3 layer at keep 0.5 are 1.5x its input), the masked route
+(the exact VJP on the input masked by channel) can be faster. A large draw on CPU
+(its exact operation priced at `TIMED_MIN_COST` or more) with `route="auto"` therefore
+times both on its first calls and keeps the faster (`tnconv.trials`).
 
 >>> import torch, tnconv
 >>> spec = tnconv.ConvSpec(3, 4, kernel_size=3, input_size=(8, 8), padding=1)
@@ -34,6 +39,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import time
+
 import torch
 
 from tnconv.cache import LRUCache, kept
@@ -44,12 +51,18 @@ from tnconv.lower import EinsumProgram, Schedule
 from tnconv.ops.sampling import LEGS, SAMPLED, check_spatial_dims, sampled_legs
 from tnconv.sampling import Sample, draw, typical_counts
 from tnconv.spec.conv_spec import ConvSpec
+from tnconv.trials import RouteTrials
 
-__all__ = ["SampledCompiled", "compile_sampled", "check_sample"]
+__all__ = ["SampledCompiled", "compile_sampled", "check_sample", "MASKABLE", "TIMED_MIN_COST"]
 
 _SAMPLED = LRUCache(name="sampled")
 #: (operation, leg) pairs whose draw can run as the exact operation on a masked argument.
-MASKABLE = {("weight_vjp", "spatial")}
+MASKABLE = {("weight_vjp", "spatial"), ("weight_vjp", "channel")}
+#: With route "auto", draws on CPU whose exact operation is priced at least this (FLOPs plus
+#: bytes moved, `tnconv.lower.price`) time the masked and sliced routes on their first
+#: calls (`tnconv.trials`); smaller ones, where a call costs microseconds, keep the static
+#: choice.
+TIMED_MIN_COST = 1 << 23
 
 
 def check_sample(operation: str, op: str, sample: Any) -> Sample:
@@ -67,8 +80,8 @@ def check_sample(operation: str, op: str, sample: Any) -> Sample:
                              f"for {op!r}")
     if sample.route == "masked" and (op, sample.leg) not in MASKABLE:
         raise argument_error(operation, "sample", sample,
-                             "a tnconv.Sample of route 'auto' or 'sliced': only a weight VJP's "
-                             "spatial leg has an argument to mask")
+                             "a tnconv.Sample of route 'auto' or 'sliced': only a weight VJP "
+                             "has an argument to mask")
     return sample
 
 
@@ -91,6 +104,7 @@ class SampledCompiled:
             if sample.leg == "spatial" else "all"
         self._by_counts: dict[tuple[int, ...], Compiled] = {}
         self._masked: dict[tuple[tuple[int, ...], int], int] = {}
+        self._trials: dict[int, Optional[RouteTrials]] = {}
 
     @property
     def arguments(self) -> tuple[str, ...]:
@@ -132,26 +146,68 @@ class SampledCompiled:
         counts, indices, weights = draw(self.sample, [size for _, size in legs])
         first = tensors[0]
         weights = weights.to(device=first.device, dtype=first.dtype)
-        carrier = self._masked_carrier(counts, batch)
+        indices = indices.to(first.device)
+        trials = self.trials(batch) if first.device.type == "cpu" else None
+        if trials is None or trials.choice is not None:
+            carrier = self._masked_carrier(counts, batch)
+            return self._run_route(tensors, carrier, counts, indices, weights)
+        route = trials.next()
+        start = time.perf_counter()
+        result = self._run_route(tensors, self._carrier() if route == "masked" else None,
+                                 counts, indices, weights)
+        trials.record(route, time.perf_counter() - start)
+        return result
+
+    def _run_route(self, tensors: tuple[torch.Tensor, ...], carrier: Optional[int],
+                   counts: tuple[int, ...], indices: torch.Tensor,
+                   weights: torch.Tensor) -> torch.Tensor:
+        """The draw masked on argument `carrier`, or sliced where it is None."""
         if carrier is not None:
-            return self._run_masked(tensors, carrier, counts, indices.to(first.device), weights)
+            return self._run_masked(tensors, carrier, counts, indices, weights)
         if self._sampled.copies > 1:  # one root per identical copy of the sampled tensors
             weights = weights ** (1.0 / self._sampled.copies)
-        return self.compiled_for(counts).run(*tensors, indices.to(first.device), weights)
+        return self.compiled_for(counts).run(*tensors, indices, weights)
+
+    def trials(self, batch: int) -> Optional[RouteTrials]:
+        """The timing of the masked and sliced routes at `batch` (`tnconv.trials`), or None
+        where the route is not timed: asked for, not maskable, or a draw whose exact
+        operation is priced below `TIMED_MIN_COST`."""
+        if batch not in self._trials:
+            self._trials[batch] = RouteTrials(("sliced", "masked")) if self._timed(batch) \
+                else None
+        return self._trials[batch]
+
+    def _timed(self, batch: int) -> bool:
+        from tnconv.lower import price
+
+        return (self.sample.route == "auto"
+                and (self.operation.name, self.sample.leg) in MASKABLE
+                and price(self.exact.program_for(batch)).total >= TIMED_MIN_COST)
+
+    def _carrier(self) -> int:
+        """The argument a draw's mask goes on: the cotangent for a spatial draw (the input
+        of a transposed convolution), the input for a channel draw."""
+        return 1 if self.sample.leg == "spatial" and not self.spec.transposed else 0
 
     # ------------------------------------------------------ masked or sliced
     def _masked_carrier(self, counts: tuple[int, ...], batch: int) -> Optional[int]:
-        """The argument a mask goes on where the cost model prices the sliced network at no
-        less than the exact one (slicing would save nothing), else None (slice).
+        """The argument a mask goes on (`_carrier`) where the draw runs masked, else None
+        (slice): as asked; as the route trials chose (`trials`); else where the cost model
+        prices the sliced network at no less than the exact one (slicing would save
+        nothing).
 
-        Only a weight VJP's spatial legs have such an argument: they are the spatial dims of
-        the cotangent (of the input, for a transposed convolution), so the masked estimate
-        is the exact VJP of the masked, rescaled argument."""
+        Only a weight VJP has such an argument: a spatial leg's positions are the spatial
+        dims of the cotangent (of the input, for a transposed convolution), a channel leg's
+        the input's channels, so the masked estimate is the exact VJP of the masked,
+        rescaled argument."""
         route = self.sample.route
         if route == "sliced" or (self.operation.name, self.sample.leg) not in MASKABLE:
             return None
         if route == "masked":
-            return 0 if self.spec.transposed else 1
+            return self._carrier()
+        trials = self._trials.get(batch)
+        if trials is not None and trials.choice is not None:
+            return self._carrier() if trials.choice == "masked" else None
         carrier = kept(self._masked, (tuple(counts), batch), lambda: self._masking_pays(
             counts, batch), keep=64)
         return None if carrier < 0 else carrier
@@ -163,12 +219,13 @@ class SampledCompiled:
         from tnconv.runtime.native import sampled_weight_vjp_applies
 
         compiled = self.compiled_for(counts)
-        if compiled.strategy == "auto" and sampled_weight_vjp_applies(self.spec,
-                                                                      compiled.options):
-            return -1
+        if self.sample.leg == "channel" or (compiled.strategy == "auto" and
+                                            sampled_weight_vjp_applies(self.spec,
+                                                                       compiled.options)):
+            return -1  # a smaller network or kernel: its work falls with keep (trials aside)
         sliced = price(compiled.program_for(batch)).total
         exact = price(self.exact.program_for(batch)).total
-        return (0 if self.spec.transposed else 1) if sliced >= exact else -1
+        return self._carrier() if sliced >= exact else -1
 
     def _run_masked(self, tensors: tuple[torch.Tensor, ...], carrier: int,
                     counts: tuple[int, ...], indices: torch.Tensor,
@@ -176,6 +233,13 @@ class SampledCompiled:
         """The exact operation on the argument times the draw's rescaled mask."""
         data = tensors[carrier]
         spatial = data.dim() - 2
+        if self.sample.leg == "channel":  # the kept channels of every group, rescaled
+            groups = self.spec.groups
+            per_group = data.new_zeros(data.shape[1] // groups).index_put_(
+                (indices,), weights, accumulate=True)
+            masked = list(tensors)
+            masked[carrier] = data * per_group.repeat(groups).view(-1, *(1,) * spatial)
+            return self.exact.run(*masked)
         mask, start = data.new_ones((1,) * spatial), 0
         for (name, size), count in zip(self.legs(data.shape[0]), counts):
             dim = int(name[1:]) - 1  # o1, o2, … (i1, … when transposed): spatial dim 0, 1, …
@@ -220,13 +284,23 @@ class SampledCompiled:
                  f"each leg kept with probability {q:.4g}",
                  f"typical  counts {typical_counts(self.sample, [s for _, s in legs])} "
                  f"(the program below; other draws compile their own counts)",
-                 f"route    {self.route()} ("
-                 + ("the cost model's choice" if self.sample.route == "auto" else "asked")
-                 + "): " + ("each draw runs the exact operation on its masked, rescaled "
+                 f"route    {self.route()} ({self._why()}): "
+                 + ("each draw runs the exact operation on its masked, rescaled "
                             "argument; the sliced network below is not run"
                             if self.route() == "masked" else
                             "each draw runs the sliced network below")]
         return "\n".join(lines) + "\n" + self.typical.explain()
+
+    def _why(self) -> str:
+        """How `route()` was chosen, for `explain`."""
+        if self.sample.route != "auto":
+            return "asked"
+        trials = self.trials(self.exact.batch_size)
+        if trials is None:
+            return "the cost model's choice"
+        if trials.choice is None:
+            return "the cost model's choice until the first calls have timed both routes"
+        return f"timed on the first calls: {trials.describe()}"
 
     def to_dot(self, stage: str = "rewritten") -> str:
         return self.typical.to_dot(stage)
