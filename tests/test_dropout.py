@@ -487,3 +487,19 @@ def test_the_benchmark_scripts_run_on_a_tiny_layer(tmp_path):
     assert "**geometric mean**" in text and "keep 0.25 at most 0.5×" in text
     losses, times = dropout_training.train(tnconv.Sample("spatial", 0.5), steps=2, batch=4)
     assert len(losses) == len(times) == 2 and all(math.isfinite(v) for v in losses)
+
+
+def test_deterministic_algorithms_turn_the_route_trials_off():
+    """Torch's determinism flag: a large draw keeps the cost model's route, so a draw
+    repeated with the same seed is bit for bit the same from the first call."""
+    spec = tnconv.ConvSpec(64, 64, 3, input_size=(28, 28), padding=1)
+    sample = tnconv.Sample("spatial", 0.5, generator=_generator(4), scheme="fixed")
+    timed = tnconv.compile("weight_vjp", spec, batch_size=4, sample=sample)
+    assert timed.trials(4) is not None
+    torch.use_deterministic_algorithms(True)
+    try:
+        tnconv.clear_caches()
+        fixed = tnconv.compile("weight_vjp", spec, batch_size=4, sample=sample)
+        assert fixed.trials(4) is None
+    finally:
+        torch.use_deterministic_algorithms(False)

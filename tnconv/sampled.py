@@ -170,8 +170,10 @@ class SampledCompiled:
 
     def trials(self, batch: int) -> Optional[RouteTrials]:
         """The timing of the masked and sliced routes at `batch` (`tnconv.trials`), or None
-        where the route is not timed: asked for, not maskable, or a draw whose exact
-        operation is priced below `TIMED_MIN_COST`."""
+        where the route is not timed: asked for, not maskable, a draw whose exact operation
+        is priced below `TIMED_MIN_COST`, or torch's deterministic algorithms on (the two
+        routes round differently, so a draw repeated with the same seed during the trials
+        could differ in its last bits)."""
         if batch not in self._trials:
             self._trials[batch] = RouteTrials(("sliced", "masked")) if self._timed(batch) \
                 else None
@@ -180,7 +182,7 @@ class SampledCompiled:
     def _timed(self, batch: int) -> bool:
         from tnconv.lower import price
 
-        return (self.sample.route == "auto"
+        return (self.sample.route == "auto" and not torch.are_deterministic_algorithms_enabled()
                 and (self.operation.name, self.sample.leg) in MASKABLE
                 and price(self.exact.program_for(batch)).total >= TIMED_MIN_COST)
 
