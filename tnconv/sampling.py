@@ -56,8 +56,9 @@ __all__ = ["Sample", "LEGS", "SCHEMES", "ROUTES", "draw", "typical_counts", "buc
 LEGS = ("spatial", "channel", "batch")
 SCHEMES = ("bernoulli", "fixed")
 #: How a draw is evaluated: "sliced" contracts the smaller network, "masked" the exact one
-#: on the masked argument (a weight VJP's spatial leg only), "auto" the cheaper of the two
-#: by the cost model.
+#: on the masked argument (a weight VJP only), "auto" the cheaper of the two by the cost
+#: model, or, for a large draw on CPU, the faster as timed on its first calls
+#: (`tnconv.sampled`, `tnconv.trials`).
 ROUTES = ("auto", "sliced", "masked")
 #: A leg of size L pads a Bernoulli draw to a multiple of ceil(L / BUCKETS).
 BUCKETS = 16
