@@ -66,6 +66,17 @@ def test_the_rule_stays_off(change, why):
     assert sliced_einsum_rule(_site(**{**GGN, **change})) is None, why
 
 
+def test_an_operand_copied_into_fresh_pages_is_sliced_even_where_the_re_read_costs_more(
+        monkeypatch):
+    """From `SLICED_FRESH_ELEMENTS` the one einsum's copy of the large operand lands in
+    fresh pages every call: it is sliced even where the loop re-reads the other more."""
+    site = _site(**{**GGN, "sizes": {**GGN["sizes"], "d": 200}})
+    assert sliced_einsum_rule(site) is None
+    monkeypatch.setattr(einsum_family, "SLICED_FRESH_ELEMENTS", site.size(("c", "n", "m", "o")))
+    step = sliced_einsum_rule(site)
+    assert isinstance(step, SlicedEinsum) and step.slices == 4
+
+
 def test_an_operand_read_through_a_view_is_never_sliced():
     assert sliced_einsum_rule(_site(GGN["second"], GGN["first"], GGN["out"], GGN["sizes"],
                                     view=None)) is not None
