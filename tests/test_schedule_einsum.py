@@ -130,3 +130,29 @@ def test_the_ggn_of_a_layer_with_a_small_unfolded_input_is_sliced(spec, sliced):
     w = rand(*spec.weight_shape)
     expected = sum(per_sample_gradients(spec, x, w, s[c]).square().sum(0) for c in range(columns))
     assert_close(got, expected)
+
+
+def test_a_view_that_only_splits_is_sliced_in_place(monkeypatch):
+    """A stride-2, size-2 transposed convolution's cotangent (the GGN's sqrt factor) is read
+    through splits only, no copy: it is sliced per column in place, and the GGN diagonal
+    equals Σ_{c,n} (J_nᵀ S[c, n])² by autograd."""
+    monkeypatch.setattr(einsum_family, "SLICED_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(einsum_family, "SLICED_FRESH_ELEMENTS", 1)
+    monkeypatch.setattr(einsum_family, "SLICED_MIN_COLUMNS", 1)
+    tnconv.clear_caches()
+    spec = tnconv.ConvSpec(4, 3, 2, (5, 5), stride=2, transposed=True)
+    schedule = schedule_of("ggn_diagonal", spec, 2, classes=2)
+    (sliced,) = [s for s in schedule.steps if isinstance(s, SlicedEinsum)]
+    big = next(a for a in schedule.arguments if a.register == sliced.inputs[1])
+    assert big.view is not None and "split" in big.view.describe()
+    x, s = rand(2, 4, 5, 5), rand(2, 2, 3, 10, 10)
+    got = tnconv.compile("ggn_diagonal", spec, strategy="tn", classes=2)(x, s)
+    expected = torch.zeros(spec.weight_shape, dtype=torch.float64)
+    for c in range(2):
+        for n in range(2):
+            w = torch.zeros(spec.weight_shape, dtype=torch.float64, requires_grad=True)
+            y = torch.nn.functional.conv_transpose2d(x[n:n + 1], w, stride=2)
+            (grad,) = torch.autograd.grad((y * s[c, n:n + 1]).sum(), w)
+            expected += grad ** 2
+    assert_close(got, expected)
+    tnconv.clear_caches()
