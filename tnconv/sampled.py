@@ -233,26 +233,29 @@ class SampledCompiled:
                     counts: tuple[int, ...], indices: torch.Tensor,
                     weights: torch.Tensor) -> torch.Tensor:
         """The exact operation on the argument times the draw's rescaled mask."""
-        data = tensors[carrier]
+        masked = list(tensors)
+        masked[carrier] = tensors[carrier] * self._mask(tensors[carrier], counts, indices,
+                                                        weights)
+        return self.exact.run(*masked)
+
+    def _mask(self, data: torch.Tensor, counts: tuple[int, ...], indices: torch.Tensor,
+              weights: torch.Tensor) -> torch.Tensor:
+        """The draw's rescaled mask, broadcasting against `data`: a channel draw's weights
+        on the kept channels of every group, or the product of each sliced spatial dim's
+        weights on its kept positions."""
         spatial = data.dim() - 2
-        if self.sample.leg == "channel":  # the kept channels of every group, rescaled
+        if self.sample.leg == "channel":
             groups = self.spec.groups
-            per_group = data.new_zeros(data.shape[1] // groups).index_put_(
-                (indices,), weights, accumulate=True)
-            masked = list(tensors)
-            masked[carrier] = data * per_group.repeat(groups).view(-1, *(1,) * spatial)
-            return self.exact.run(*masked)
+            per_group = _scattered(data, data.shape[1] // groups, indices, weights)
+            return per_group.repeat(groups).view(-1, *(1,) * spatial)
         mask, start = data.new_ones((1,) * spatial), 0
         for (name, size), count in zip(self.legs(data.shape[0]), counts):
             dim = int(name[1:]) - 1  # o1, o2, … (i1, … when transposed): spatial dim 0, 1, …
-            leg = data.new_zeros(size).index_put_((indices[start:start + count],),
-                                                  weights[start:start + count],
-                                                  accumulate=True)
+            leg = _scattered(data, size, indices[start:start + count],
+                             weights[start:start + count])
             mask = mask * leg.view((1,) * dim + (size,) + (1,) * (spatial - dim - 1))
             start += count
-        masked = list(tensors)
-        masked[carrier] = data * mask
-        return self.exact.run(*masked)
+        return mask
 
     def route(self, counts: Optional[tuple[int, ...]] = None,
               batch_size: Optional[int] = None) -> str:
@@ -317,6 +320,12 @@ class SampledCompiled:
 
     def __repr__(self) -> str:
         return f"SampledCompiled({self.operation.name!r}, {self.spec}, {self.sample!r})"
+
+
+def _scattered(like: torch.Tensor, size: int, indices: torch.Tensor,
+               weights: torch.Tensor) -> torch.Tensor:
+    """`weights` added at `indices` into zeros of length `size` (`like`'s dtype and device)."""
+    return like.new_zeros(size).index_put_((indices,), weights, accumulate=True)
 
 
 def compile_sampled(op: str, spec: ConvSpec, sample: Any, *, strategy: str, rewrite: bool,

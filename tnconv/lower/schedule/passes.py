@@ -189,28 +189,26 @@ def _sliced_squares(product: Any, squares: HadamardSum, shape: tuple[int, ...]
     operand), of 2 to `SLICED_MAX_SLICES` entries, or along the slices of a `SlicedEinsum`
     where the squares sum them; None where there is none."""
     if isinstance(product, SlicedEinsum):
-        d = product.position
+        d, equation, dims = product.position, product.equation, (-1, 0)
+        slices, layout = product.slices, product.order
         if d not in squares.summed:
             return None
-        return SlicedSquares(product.inputs, squares.output, product.equation, (-1, 0),
-                             product.slices, tuple(e - (e > d) for e in squares.summed
-                                                   if e != d),
-                             squares.permutation, product.order)
-    terms, out = product.equation.split("->")
-    terms = terms.split(",")
-    if len(terms) != 2 or any(len(set(t)) != len(t) for t in terms):
-        return None
-    candidates = [d for d in squares.summed if out[d] in terms[0] and out[d] in terms[1]
-                  and 2 <= shape[d] <= SLICED_MAX_SLICES]
-    if not candidates:
-        return None
-    d = max(candidates, key=lambda c: shape[c])
-    letter = out[d]
-    equation = ",".join(t.replace(letter, "") for t in terms) + "->" + out.replace(letter, "")
+    else:
+        terms, out = product.equation.split("->")
+        terms = terms.split(",")
+        if len(terms) != 2 or any(len(set(t)) != len(t) for t in terms):
+            return None
+        candidates = [d for d in squares.summed if out[d] in terms[0] and out[d] in terms[1]
+                      and 2 <= shape[d] <= SLICED_MAX_SLICES]
+        if not candidates:
+            return None
+        d = max(candidates, key=lambda c: shape[c])
+        letter = out[d]
+        equation = ",".join(t.replace(letter, "") for t in terms) + "->" + out.replace(letter, "")
+        dims, slices, layout = tuple(t.index(letter) for t in terms), shape[d], ()
     summed = tuple(e - (e > d) for e in squares.summed if e != d)
-    return SlicedSquares(product.inputs, squares.output, equation,
-                         tuple(t.index(letter) for t in terms), shape[d], summed,
-                         squares.permutation)
+    return SlicedSquares(product.inputs, squares.output, equation, dims, slices, summed,
+                         squares.permutation, layout)
 
 
 def square_in_slices(schedule: Schedule) -> Schedule:
